@@ -1,0 +1,130 @@
+"""Every error `assembler` raises on purpose, in one tree.
+
+    AssemblerError                  base: the CLI catches this and nothing broader
+    ├── InputError                  the user's input cannot be used (CLI exit 2)
+    │   └── ManifestError           a document is unreadable or invalid; names file and place
+    ├── DownloadError               a part could not be fetched for good (CLI exit 3)
+    │   ├── HTTPStatusError         the server answered a status that will not change
+    │   │   └── LinkExpiredError    the signed link has expired; a fresh manifest is needed
+    │   ├── TransferError           connection, timeout or short body; retries spent
+    │   ├── NotMediaError           the body is an error page or empty, not the part's media
+    │   └── StorageError            the part cannot be written (disk full, read-only)
+    └── RenderError                 a track could not be made (CLI exit 1)
+        ├── FFmpegNotFoundError     no ffmpeg binary could be found
+        ├── FFmpegError             ffmpeg exited non-zero; carries its last stderr line
+        ├── MediaError              a part's media cannot be opened or has no usable stream
+        └── CopyNotPossibleError    the track's parts cannot be joined without re-encoding
+
+Messages never contain a signed URL's query string: `redact_url` is applied
+wherever a URL could reach a message.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "AssemblerError",
+    "CopyNotPossibleError",
+    "DownloadError",
+    "FFmpegError",
+    "FFmpegNotFoundError",
+    "HTTPStatusError",
+    "InputError",
+    "LinkExpiredError",
+    "ManifestError",
+    "MediaError",
+    "NotMediaError",
+    "RenderError",
+    "StorageError",
+    "TransferError",
+    "redact_url",
+]
+
+
+def redact_url(url: str) -> str:
+    """Return `url` without query string, fragment or credentials, safe to print."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    query = "…" if parts.query else ""
+    return urlunsplit((parts.scheme, host, parts.path, query, ""))
+
+
+class AssemblerError(Exception):
+    """Base of every error raised on purpose by assembler."""
+
+
+class InputError(AssemblerError):
+    """The user's input (options, documents) cannot be used."""
+
+
+class ManifestError(InputError):
+    """A document is unreadable or does not match its schema."""
+
+    def __init__(self, source: str, place: str, problem: str) -> None:
+        self.source = source
+        self.place = place
+        self.problem = problem
+        where = f"{source}: {place}: " if place else f"{source}: "
+        super().__init__(f"{where}{problem}")
+
+
+class DownloadError(AssemblerError):
+    """A part could not be downloaded for good."""
+
+    def __init__(self, part_id: str, message: str) -> None:
+        self.part_id = part_id
+        super().__init__(message)
+
+
+class HTTPStatusError(DownloadError):
+    """The server answered with a status that retrying will not change."""
+
+    def __init__(self, part_id: str, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(part_id, message)
+
+
+class LinkExpiredError(HTTPStatusError):
+    """The part's signed link has expired; only a fresh manifest helps."""
+
+
+class TransferError(DownloadError):
+    """The transfer kept failing (connection, timeout, short body) until retries ran out."""
+
+
+class NotMediaError(DownloadError):
+    """The response was an error page or empty instead of the part's media."""
+
+
+class StorageError(DownloadError):
+    """The part could not be written to disk (no space, read-only, permissions)."""
+
+
+class RenderError(AssemblerError):
+    """A track could not be rendered."""
+
+
+class FFmpegNotFoundError(RenderError):
+    """Neither ffmpeg on PATH nor the imageio-ffmpeg binary is available."""
+
+
+class FFmpegError(RenderError):
+    """ffmpeg exited with a non-zero status."""
+
+    def __init__(self, message: str, stderr: str = "") -> None:
+        self.stderr = stderr
+        super().__init__(message)
+
+
+class MediaError(RenderError):
+    """A part's media cannot be opened or lacks the stream its track needs."""
+
+
+class CopyNotPossibleError(RenderError):
+    """The track's parts cannot be joined by stream copy (codec, size or layout differ)."""

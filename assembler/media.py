@@ -1,0 +1,190 @@
+"""The one place that starts ffmpeg: finding the binary, running argv, probing media.
+
+ffprobe is not assumed (the imageio-ffmpeg wheel ships ffmpeg alone), so
+probing reads the stream summary `ffmpeg -i` prints on stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from .errors import FFmpegError, FFmpegNotFoundError, MediaError
+
+__all__ = ["AudioStream", "MediaInfo", "VideoStream", "ffmpeg_binary", "file_arg", "probe",
+           "run_ffmpeg"]
+
+log = logging.getLogger(__name__)
+
+FFMPEG_ENV = "ASSEMBLER_FFMPEG"
+_VERSION_TIMEOUT = 30.0
+
+
+def file_arg(path: str | os.PathLike[str]) -> str:
+    """A local path as an ffmpeg input/output: `file:` keeps `:` or a leading `-` literal."""
+    return f"file:{os.fspath(path)}"
+
+
+@functools.cache
+def ffmpeg_binary() -> str:
+    """Path of a working ffmpeg: `$ASSEMBLER_FFMPEG`, then PATH, then imageio-ffmpeg's."""
+    candidates = [os.environ.get(FFMPEG_ENV), shutil.which("ffmpeg")]
+    try:
+        import imageio_ffmpeg
+
+        candidates.append(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError):
+        pass
+    for candidate in candidates:
+        if candidate and _works(candidate):
+            return candidate
+    raise FFmpegNotFoundError(
+        "no working ffmpeg found: install ffmpeg on PATH, `pip install imageio-ffmpeg`, "
+        f"or set {FFMPEG_ENV} to the binary"
+    )
+
+
+def _works(binary: str) -> bool:
+    try:
+        done = subprocess.run([binary, "-version"], capture_output=True,
+                              timeout=_VERSION_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def run_ffmpeg(args: list[str], *, check: bool = True) -> str:
+    """Run ffmpeg with `args` (no binary, no `-hide_banner`); return its stderr.
+
+    On failure the last meaningful stderr line becomes the message; the whole
+    stderr goes to the debug log and rides on the exception.
+    """
+    argv = [ffmpeg_binary(), "-hide_banner", "-nostdin", *args]
+    log.debug("running %s", shlex.join(argv))
+    done = subprocess.run(argv, capture_output=True, check=False)
+    stderr = done.stderr.decode("utf-8", "replace")
+    if check and done.returncode != 0:
+        log.debug("ffmpeg stderr:\n%s", stderr)
+        raise FFmpegError(f"ffmpeg failed: {_last_line(stderr)}", stderr)
+    return stderr
+
+
+def _last_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioStream:
+    codec: str
+    sample_rate: int
+    channels: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VideoStream:
+    codec: str
+    profile: str | None
+    pix_fmt: str | None
+    width: int
+    height: int
+    sar: Fraction | None
+    fps: Fraction | None
+    time_base: Fraction | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaInfo:
+    format: str
+    duration: float | None
+    start: float
+    audio: AudioStream | None
+    video: VideoStream | None
+
+
+_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "quad": 4,
+                    "4.0": 4, "4.1": 5, "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6,
+                    "6.1": 7, "7.1": 8}
+_INPUT = re.compile(r"^Input #0, ([^,]+(?:,[^,\s]+)*), from ", re.M)
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_START = re.compile(r"start: (-?\d+(?:\.\d+)?)")
+_STREAM = re.compile(r"^\s*Stream #0:\d+\S*: (Audio|Video): (.*)$", re.M)
+_CODEC = re.compile(r"^(\w+)(?: \(([^)]*)\))?")
+_SIZE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")
+_SAR = re.compile(r"SAR (\d+):(\d+)")
+_FPS = re.compile(r"([\d.]+(?:k)?) (fps|tbn)")
+_RATE = re.compile(r"(\d+) Hz")
+_CHANNELS = re.compile(r"Hz, ([^,]+)")
+
+
+def probe(path: Path) -> MediaInfo:
+    """Read container, duration and the first audio and video stream of `path`."""
+    stderr = run_ffmpeg(["-i", file_arg(path)], check=False)
+    container = _INPUT.search(stderr)
+    if container is None:
+        raise MediaError(f"{path.name}: not readable media ({_last_line(stderr)})")
+    audio: AudioStream | None = None
+    video: VideoStream | None = None
+    for kind, description in _STREAM.findall(stderr):
+        if kind == "Audio" and audio is None:
+            audio = _audio_stream(description)
+        elif kind == "Video" and video is None and "attached pic" not in description:
+            video = _video_stream(description)
+    duration = _DURATION.search(stderr)
+    start = _START.search(stderr)
+    return MediaInfo(
+        format=container.group(1),
+        duration=(int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]))
+        if duration else None,
+        start=float(start[1]) if start else 0.0,
+        audio=audio,
+        video=video,
+    )
+
+
+def _audio_stream(description: str) -> AudioStream:
+    codec = _CODEC.match(description)
+    rate = _RATE.search(description)
+    layout = _CHANNELS.search(description)
+    channels = 2
+    if layout:
+        name = layout.group(1).strip()
+        counted = re.match(r"(\d+) channels", name)
+        channels = int(counted.group(1)) if counted else _LAYOUT_CHANNELS.get(name, 2)
+    return AudioStream(codec=codec.group(1) if codec else "unknown",
+                       sample_rate=int(rate.group(1)) if rate else 48000,
+                       channels=channels)
+
+
+def _rate(text: str) -> Fraction:
+    return Fraction(text[:-1]) * 1000 if text.endswith("k") else Fraction(text)
+
+
+def _video_stream(description: str) -> VideoStream:
+    codec = _CODEC.match(description)
+    size = _SIZE.search(description)
+    sar = _SAR.search(description)
+    rates = {unit: _rate(value) for value, unit in _FPS.findall(description)}
+    # pix_fmt opens the field after the codec, e.g. `yuv420p(tv, progressive)`.
+    fields = re.split(r",(?![^(]*\))", description)
+    pix_fmt = re.match(r"\s*(\w+)", fields[1]) if len(fields) > 1 else None
+    if size is None:
+        raise MediaError(f"video stream without a frame size: {description}")
+    return VideoStream(
+        codec=codec.group(1) if codec else "unknown",
+        profile=codec.group(2) if codec else None,
+        pix_fmt=pix_fmt.group(1) if pix_fmt else None,
+        width=int(size.group(1)),
+        height=int(size.group(2)),
+        sar=Fraction(int(sar.group(1)), int(sar.group(2))) if sar and int(sar.group(2)) else None,
+        fps=rates.get("fps"),
+        time_base=1 / rates["tbn"] if rates.get("tbn") else None,
+    )
