@@ -2,7 +2,8 @@
 
     AssemblerError                  base: the CLI catches this and nothing broader
     ├── InputError                  the user's input cannot be used (CLI exit 2)
-    │   └── ManifestError           a document is unreadable or invalid; names file and place
+    │   ├── ManifestError           a document is unreadable or invalid; names file and place
+    │   └── InvalidInputsError      several documents are invalid; carries each ManifestError
     ├── DownloadError               a part could not be fetched for good (CLI exit 3)
     │   ├── HTTPStatusError         the server answered a status that will not change
     │   │   └── LinkExpiredError    the signed link has expired; a fresh manifest is needed
@@ -31,6 +32,7 @@ __all__ = [
     "FFmpegNotFoundError",
     "HTTPStatusError",
     "InputError",
+    "InvalidInputsError",
     "LinkExpiredError",
     "ManifestError",
     "MediaError",
@@ -72,6 +74,14 @@ class ManifestError(InputError):
         self.problem = problem
         where = f"{source}: {place}: " if place else f"{source}: "
         super().__init__(f"{where}{problem}")
+
+
+class InvalidInputsError(InputError):
+    """One or more documents are invalid; every problem found is listed, one per line."""
+
+    def __init__(self, problems: list[ManifestError]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(problem) for problem in problems))
 
 
 class DownloadError(AssemblerError):

@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["PART_SUFFIX", "participant_dir", "part_filenames", "safe_id", "slugify"]
+__all__ = ["PART_SUFFIX", "part_filenames", "participant_dir", "safe_id", "slugify"]
 
 SLUG_MAX = 40
 SAFE_ID_MAX = 100

@@ -1,0 +1,338 @@
+"""Models of the download-schema documents, validated strictly once, at load.
+
+Every problem is reported as `ManifestError(file, place, problem)`, e.g.
+`audio_parts.json: [3].duration: must be >= 0`. Unknown extra keys are
+ignored: the API adds fields over time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+
+from .errors import AssemblerError, InvalidInputsError, ManifestError, redact_url
+
+__all__ = [
+    "AudioPart",
+    "ChatData",
+    "Documents",
+    "Participant",
+    "ParticipantEvent",
+    "ProviderData",
+    "Sources",
+    "SpeakerSegment",
+    "Timestamp",
+    "TranscriptEntry",
+    "VideoPart",
+    "describe_source",
+    "load_document",
+    "load_documents",
+    "parse_document",
+]
+
+
+def _iso8601(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date-time") from None
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # Never echo the URL: it is signed.
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+IsoDateTime = Annotated[str | None, AfterValidator(_iso8601)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+class Participant(_Model):
+    id: int
+    name: str | None = None
+    is_host: bool | None = None
+    platform: str | None = None
+    extra_data: Any = None
+    email: str | None = None
+
+
+class Timestamp(_Model):
+    relative: Seconds
+    absolute: IsoDateTime = None
+
+
+class _Part(_Model):
+    id: Annotated[str, Field(min_length=1)]
+    participant: Participant
+    start_timestamp: Timestamp
+    duration: Seconds
+    download_url: HttpUrl = Field(repr=False)
+
+    @property
+    def start(self) -> float:
+        return self.start_timestamp.relative
+
+
+class AudioPart(_Part):
+    pass
+
+
+class VideoPart(_Part):
+    type: Literal["webcam", "screenshare"]
+
+
+class ChatData(_Model):
+    text: str
+    to: Literal["everyone", "only_bot"]
+
+
+class ParticipantEvent(_Model):
+    id: str
+    action: Literal["join", "leave", "update", "speech_on", "speech_off", "webcam_on",
+                    "webcam_off", "screenshare_on", "screenshare_off", "chat_message"]
+    participant: Participant
+    timestamp: Timestamp
+    data: ChatData | None = None
+
+
+class SpeakerSegment(_Model):
+    participant: Participant
+    start_timestamp: Timestamp
+    end_timestamp: Timestamp
+
+
+class Word(_Model):
+    text: str
+    start_timestamp: Timestamp
+    end_timestamp: Timestamp
+
+
+class TranscriptEntry(_Model):
+    participant: Participant
+    words: list[Word]
+
+
+class SourceAudio(_Model):
+    type: Literal["mixed", "separate"]
+    offset: Seconds
+    participant: Participant | None = None
+
+
+class ProviderPart(_Model):
+    id: str
+    created_at: IsoDateTime
+    source_audio: SourceAudio
+    type: Literal["webhook", "http_response", "websocket_message"]
+    data: dict[str, Any]
+
+
+class ProviderData(_Model):
+    parts: list[ProviderPart]
+
+
+_T = TypeVar("_T")
+
+_MESSAGES = {
+    "missing": "required",
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "finite_number": "must be a finite number",
+    "literal_error": "must be one of {expected}",
+    "string_too_short": "must not be empty",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "none_required": "must be null",
+}
+
+
+def _place(loc: tuple[int | str, ...]) -> str:
+    place = ""
+    for key in loc:
+        place += f"[{key}]" if isinstance(key, int) else (f".{key}" if place else str(key))
+    return place
+
+
+def _problem(error: Any) -> str:
+    kind = error["type"]
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    template = _MESSAGES.get(kind)
+    if template is None:
+        return str(error["msg"]).lower()
+    context = {key: f"{value:g}" if isinstance(value, float) else value
+               for key, value in error.get("ctx", {}).items()}
+    return template.format(**context)
+
+
+def describe_source(source: str | Path) -> str:
+    """How a document's source appears in messages: a file name, or a URL without its query."""
+    text = str(source)
+    if text.startswith(("http://", "https://")):
+        return redact_url(text)
+    return Path(text).name
+
+
+def parse_document(data: bytes, adapter: TypeAdapter[_T], source: str) -> _T:
+    """Decode JSON and validate it; raise `ManifestError` naming `source` and the place."""
+    try:
+        raw = json.loads(data, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise ManifestError(source, "", "not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(source, f"line {exc.lineno} column {exc.colno}",
+                            f"not valid JSON ({exc.msg})") from None
+    except ValueError as exc:
+        raise ManifestError(source, "", str(exc)) from None
+    try:
+        return adapter.validate_python(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        place = _place(tuple(first["loc"]))
+        more = exc.error_count() - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ManifestError(source, place or "top level", _problem(first) + suffix) from None
+
+
+def _reject_constant(name: str) -> float:
+    # json.loads accepts NaN and Infinity; the schema's numbers are finite.
+    raise ValueError(f"{name} is not a finite number")
+
+
+AUDIO_PARTS: TypeAdapter[list[AudioPart]] = TypeAdapter(list[AudioPart])
+VIDEO_PARTS: TypeAdapter[list[VideoPart]] = TypeAdapter(list[VideoPart])
+PARTICIPANTS: TypeAdapter[list[Participant]] = TypeAdapter(list[Participant])
+PARTICIPANT_EVENTS: TypeAdapter[list[ParticipantEvent]] = TypeAdapter(list[ParticipantEvent])
+SPEAKER_TIMELINE: TypeAdapter[list[SpeakerSegment]] = TypeAdapter(list[SpeakerSegment])
+TRANSCRIPT: TypeAdapter[list[TranscriptEntry]] = TypeAdapter(list[TranscriptEntry])
+PROVIDER_DATA: TypeAdapter[ProviderData] = TypeAdapter(ProviderData)
+
+
+def _check_unique_ids(parts: list[_PartT], source: str) -> None:
+    first_index: dict[str, int] = {}
+    for index, part in enumerate(parts):
+        if part.id in first_index:
+            raise ManifestError(source, f"[{index}].id",
+                                f"duplicate of [{first_index[part.id]}].id")
+        first_index[part.id] = index
+
+
+_PartT = TypeVar("_PartT", bound=_Part)
+
+FetchDocument = Callable[[str], Awaitable[bytes]]
+MAX_LOCAL_DOCUMENT = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sources:
+    """Where each document comes from: a local path or an http(s) URL; None when not given."""
+
+    video_parts: str | None = None
+    audio_parts: str | None = None
+    participants: str | None = None
+    participant_events: str | None = None
+    speaker_timeline: str | None = None
+    transcript: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.video_parts is None and self.audio_parts is None:
+            raise ValueError("give video parts, audio parts or both")
+
+    def given(self) -> dict[str, str]:
+        """The documents given, by option name (`video_parts`, ...)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__
+                if getattr(self, name) is not None}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Documents:
+    """Every document of a recording, validated."""
+
+    video_parts: tuple[VideoPart, ...] = ()
+    audio_parts: tuple[AudioPart, ...] = ()
+    participants: tuple[Participant, ...] = ()
+    participant_events: tuple[ParticipantEvent, ...] = ()
+    speaker_timeline: tuple[SpeakerSegment, ...] = ()
+    transcript: tuple[TranscriptEntry, ...] = ()
+
+
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    "video_parts": VIDEO_PARTS,
+    "audio_parts": AUDIO_PARTS,
+    "participants": PARTICIPANTS,
+    "participant_events": PARTICIPANT_EVENTS,
+    "speaker_timeline": SPEAKER_TIMELINE,
+    "transcript": TRANSCRIPT,
+}
+
+
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+async def read_source(source: str, fetch: FetchDocument) -> bytes:
+    """The bytes of a document; a failure to read it is a `ManifestError`."""
+    name = describe_source(source)
+    if is_url(source):
+        try:
+            return await fetch(source)
+        except AssemblerError as exc:
+            raise ManifestError(name, "", f"cannot fetch: {exc}") from None
+    try:
+        path = Path(source)
+        if path.stat().st_size > MAX_LOCAL_DOCUMENT:
+            raise ManifestError(name, "", "larger than 256 MiB; not a manifest")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(name, "", f"cannot read: {exc.strerror or exc}") from None
+
+
+async def load_document(name: str, source: str, fetch: FetchDocument) -> tuple[Any, ...]:
+    """Read and validate one document; `name` is its option name, e.g. `audio_parts`."""
+    shown = describe_source(source)
+    items = parse_document(await read_source(source, fetch), _ADAPTERS[name], shown)
+    if name in ("video_parts", "audio_parts"):
+        _check_unique_ids(items, shown)
+    return tuple(items)
+
+
+async def load_documents(sources: Sources, fetch: FetchDocument) -> Documents:
+    """Load every given document; raise `InvalidInputsError` listing every problem found."""
+    loaded: dict[str, tuple[Any, ...]] = {}
+    problems: list[ManifestError] = []
+    for name, source in sources.given().items():
+        try:
+            loaded[name] = await load_document(name, source, fetch)
+        except ManifestError as exc:
+            problems.append(exc)
+    if problems:
+        raise InvalidInputsError(problems)
+    return Documents(**loaded)

@@ -1,0 +1,263 @@
+"""The timeline plan: plain, immutable data computed from the manifests, no I/O.
+
+Seconds from the manifests become integer units once, here: samples for
+audio (at `AUDIO_RATE`), frames for video (at the track's frame rate), with
+one rounding rule (`to_units`). Every later stage works in those integers,
+so the segments of a track add up to exactly its length and never drift.
+
+Rules:
+- a part's declared slot is the truth: the track plays the part's media from
+  its first sample/frame for exactly the slot's length;
+- where two parts of one track overlap, the later start wins and the earlier
+  part is cut where the later one starts (a warning says so);
+- the timeline runs from 0 to `duration` (default: the latest part end over
+  every part of the recording); parts are cut at its end;
+- a participant with no part of a kind gets no track of that kind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import TYPE_CHECKING, Literal
+
+from .naming import participant_dir
+
+if TYPE_CHECKING:
+    from .manifest import AudioPart, Documents, VideoPart
+
+__all__ = [
+    "AUDIO_RATE",
+    "DEFAULT_FPS",
+    "Kind",
+    "ParticipantPlan",
+    "Plan",
+    "PlanWarning",
+    "Segment",
+    "Slot",
+    "TrackPlan",
+    "make_plan",
+    "place",
+    "plan_as_json",
+    "to_units",
+]
+
+Kind = Literal["audio", "webcam", "screenshare"]
+KINDS: tuple[Kind, ...] = ("audio", "webcam", "screenshare")
+AUDIO_RATE = 48000
+DEFAULT_FPS = Fraction(30)
+AUDIO_FORMATS = ("flac", "wav", "opus", "m4a", "mp3")
+
+
+def seconds(value: float) -> Fraction:
+    """A manifest number as the exact decimal it was written as (9.73, not 9.7299999...)."""
+    return Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+
+
+def to_units(time: Fraction, rate: Fraction) -> int:
+    """The one rounding rule: nearest unit, halves rounded up."""
+    return math.floor(time * rate + Fraction(1, 2))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Slot:
+    """Where a part plays on the timeline, in exact seconds, after overlaps are resolved."""
+
+    part_id: str
+    start: Fraction
+    end: Fraction
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Segment:
+    """A run of a track, in track units: a part's media from its beginning, or a gap."""
+
+    start: int
+    length: int
+    part_id: str | None = None  # None: a gap of silence or black
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+    @property
+    def is_gap(self) -> bool:
+        return self.part_id is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanWarning:
+    part_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackPlan:
+    participant_id: int
+    kind: Kind
+    path: str  # relative to the output directory
+    rate: Fraction  # units per second: sample rate or frame rate
+    length: int  # units
+    slots: tuple[Slot, ...]
+    segments: tuple[Segment, ...]  # cover [0, length) in order, exactly
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(segment.part_id for segment in self.segments if segment.part_id)
+
+    @property
+    def gaps(self) -> tuple[Segment, ...]:
+        return tuple(segment for segment in self.segments if segment.is_gap)
+
+    def seconds(self, units: int) -> float:
+        return round(float(units / self.rate), 6)
+
+    @property
+    def duration(self) -> float:
+        return self.seconds(self.length)
+
+    def at_rate(self, rate: Fraction) -> TrackPlan:
+        """The same track placed at another rate (e.g. the frame rate of its parts)."""
+        duration = Fraction(self.length) / self.rate
+        length = to_units(duration, rate)
+        return replace(self, rate=rate, length=length, segments=place(self.slots, length, rate))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParticipantPlan:
+    id: int
+    name: str | None
+    dir: str
+    tracks: tuple[TrackPlan, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    duration: Fraction  # seconds
+    participants: tuple[ParticipantPlan, ...]
+    warnings: tuple[PlanWarning, ...] = ()
+    part_files: dict[str, str] = field(default_factory=dict)  # part id -> file under parts/
+
+    @property
+    def tracks(self) -> tuple[TrackPlan, ...]:
+        return tuple(track for person in self.participants for track in person.tracks)
+
+
+def place(slots: Sequence[Slot], length: int, rate: Fraction) -> tuple[Segment, ...]:
+    """Segments covering `[0, length)`: each slot at its rounded start, gaps between.
+
+    Slots must not overlap (see `resolve_overlaps`); a slot that rounds to zero
+    units or starts at or past the end is left out.
+    """
+    segments: list[Segment] = []
+    cursor = 0
+    for slot in slots:
+        start = min(to_units(slot.start, rate), length)
+        end = min(to_units(slot.end, rate), length)
+        if end <= start:
+            continue
+        if start > cursor:
+            segments.append(Segment(start=cursor, length=start - cursor))
+        segments.append(Segment(start=start, length=end - start, part_id=slot.part_id))
+        cursor = end
+    if cursor < length:
+        segments.append(Segment(start=cursor, length=length - cursor))
+    return tuple(segments)
+
+
+def resolve_overlaps(
+    slots: Iterable[Slot], duration: Fraction
+) -> tuple[tuple[Slot, ...], list[PlanWarning]]:
+    """Sort slots, cut each where the next starts (the later start wins) and at `duration`."""
+    # Python's sort is stable: equal starts keep manifest order, and the later one wins.
+    ordered = sorted(slots, key=lambda slot: slot.start)
+    warnings: list[PlanWarning] = []
+    kept: list[Slot] = []
+    for index, slot in enumerate(ordered):
+        end = slot.end
+        following = ordered[index + 1] if index + 1 < len(ordered) else None
+        if following is not None and following.start < end:
+            end = following.start
+            warnings.append(PlanWarning(
+                part_id=slot.part_id,
+                message=f"overlaps part {following.part_id}; cut at {float(end):g} s"))
+        if end > duration:
+            if slot.start >= duration:
+                warnings.append(PlanWarning(
+                    part_id=slot.part_id,
+                    message=f"starts at {float(slot.start):g} s, after the timeline end; left out"))
+                continue
+            end = duration
+            warnings.append(PlanWarning(
+                part_id=slot.part_id, message=f"cut at the timeline end, {float(duration):g} s"))
+        if end > slot.start:
+            kept.append(replace(slot, end=end))
+    return tuple(kept), warnings
+
+
+def make_plan(
+    documents: Documents,
+    *,
+    duration: float | None = None,
+    audio_format: str = "flac",
+    fps: Fraction = DEFAULT_FPS,
+    part_files: dict[str, str] | None = None,
+) -> Plan:
+    """The plan for one recording: a track per participant and kind that has parts."""
+    if audio_format not in AUDIO_FORMATS:
+        raise ValueError(f"audio format must be one of {', '.join(AUDIO_FORMATS)}")
+    slots_by_track: dict[tuple[int, Kind], list[Slot]] = {}
+    names: dict[int, str | None] = {person.id: person.name for person in documents.participants}
+    kinds: list[tuple[AudioPart | VideoPart, Kind]] = [
+        *((part, "audio") for part in documents.audio_parts),
+        *((part, part.type) for part in documents.video_parts)]
+    for part, kind in kinds:
+        start = seconds(part.start)
+        slot = Slot(part_id=part.id, start=start, end=start + seconds(part.duration))
+        slots_by_track.setdefault((part.participant.id, kind), []).append(slot)
+        if names.get(part.participant.id) is None:
+            names[part.participant.id] = part.participant.name
+    latest_end = max((slot.end for slots in slots_by_track.values() for slot in slots),
+                     default=Fraction(0))
+    timeline = seconds(duration) if duration is not None else latest_end
+    warnings: list[PlanWarning] = []
+    people: list[ParticipantPlan] = []
+    for participant_id in sorted({key[0] for key in slots_by_track}):
+        directory = participant_dir(participant_id, names.get(participant_id))
+        tracks = []
+        for kind in KINDS:
+            if (participant_id, kind) not in slots_by_track:
+                continue
+            slots, cut = resolve_overlaps(slots_by_track[participant_id, kind], timeline)
+            warnings.extend(cut)
+            rate = Fraction(AUDIO_RATE) if kind == "audio" else fps
+            length = to_units(timeline, rate)
+            filename = f"audio.{audio_format}" if kind == "audio" else f"{kind}.mp4"
+            tracks.append(TrackPlan(
+                participant_id=participant_id, kind=kind, path=f"{directory}/{filename}",
+                rate=rate, length=length, slots=slots, segments=place(slots, length, rate)))
+        people.append(ParticipantPlan(id=participant_id, name=names.get(participant_id),
+                                      dir=directory, tracks=tuple(tracks)))
+    return Plan(duration=timeline, participants=tuple(people), warnings=tuple(warnings),
+                part_files=dict(part_files or {}))
+
+
+def plan_as_json(plan: Plan) -> dict[str, object]:
+    """The plan as JSON-ready data, for `--dry-run`."""
+    return {
+        "duration": float(plan.duration),
+        "participants": [
+            {"id": person.id, "name": person.name, "dir": person.dir, "tracks": [
+                {"kind": track.kind, "path": track.path, "rate": str(track.rate),
+                 "length": track.length, "duration": track.duration,
+                 "segments": [
+                     {"start": segment.start, "length": segment.length, "part": segment.part_id}
+                     for segment in track.segments]}
+                for track in person.tracks]}
+            for person in plan.participants],
+        "warnings": [{"part": warning.part_id, "message": warning.message}
+                     for warning in plan.warnings],
+        "part_files": plan.part_files,
+    }

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from assembler.naming import part_filenames, participant_dir, slugify
+
+
+@pytest.mark.parametrize(("name", "slug"), [
+    ("Zoë Ünicode/🎥", "zoe-unicode"),
+    ("Ada Lovelace", "ada-lovelace"),
+    ("  --Straße  Øre--  ", "strasse-ore"),
+    ("🎥🎥", ""),
+    ("", ""),
+    (None, ""),
+    ("../../etc/passwd", "etc-passwd"),
+    ("x" * 60, "x" * 40),
+    ("a" * 39 + " b", "a" * 39),
+], ids=["accents-emoji", "plain", "transliterated", "only-symbols", "empty", "null",
+        "traversal", "long", "no-trailing-dash"])
+def test_slugify(name: str | None, slug: str) -> None:
+    assert slugify(name) == slug
+
+
+def test_participant_dir_without_slug_is_the_bare_id() -> None:
+    assert participant_dir(5, "🎥") == "participants/5"
+    assert participant_dir(5, "Zoë") == "participants/5-zoe"
+
+
+def test_part_filenames_keep_case_and_url_extension_and_never_escape() -> None:
+    names = part_filenames([
+        ("AbC-123", "https://h/x/AbC.mp4?sig=1"),
+        ("../../evil", "https://h/evil.webm"),
+        ("noext", "https://h/download?id=3"),
+    ])
+    assert names == {"AbC-123": "AbC-123.mp4", "../../evil": "evil.webm", "noext": "noext"}
+
+
+def test_part_ids_that_make_the_same_name_do_not_collide() -> None:
+    names = part_filenames([("a/b", "https://h/1.m4a"), ("a-b", "https://h/2.m4a"),
+                            ("A-B", "https://h/3.m4a")])
+    assert len(set(names.values())) == 3
+    assert all(name.endswith(".m4a") for name in names.values())

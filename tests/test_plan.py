@@ -1,0 +1,150 @@
+"""The plan is pure data: every rule checked without touching a file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from assembler.manifest import AUDIO_PARTS, VIDEO_PARTS, Documents, Participant, parse_document
+from assembler.plan import Segment, Slot, make_plan, place, plan_as_json, to_units
+
+STAMP = "2025-07-17T00:00:00Z"
+
+
+def part(part_id: str, who: int, start: float, duration: float, *, kind: str | None = None,
+         name: str | None = "Ada") -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": part_id, "participant": {"id": who, "name": name},
+        "start_timestamp": {"relative": start, "absolute": STAMP}, "duration": duration,
+        "download_url": f"https://media.example/{part_id}.mp4?X-Amz-Signature=s3cr3t"}
+    if kind:
+        entry["type"] = kind
+    return entry
+
+
+def documents(audio: Sequence[dict[str, Any]] = (),
+              video: Sequence[dict[str, Any]] = ()) -> Documents:
+    return Documents(
+        audio_parts=tuple(parse_document(json.dumps(list(audio)).encode(), AUDIO_PARTS, "a")),
+        video_parts=tuple(parse_document(json.dumps(list(video)).encode(), VIDEO_PARTS, "v")))
+
+
+def spans(segments: tuple[Segment, ...]) -> list[tuple[int, int, str | None]]:
+    return [(segment.start, segment.end, segment.part_id) for segment in segments]
+
+
+@pytest.mark.parametrize(("seconds", "rate", "units"), [
+    (Fraction("9.73"), Fraction(48000), 467040),
+    (Fraction(1, 60), Fraction(30), 1),  # half a frame rounds up
+    (Fraction(1, 61), Fraction(30), 0),
+    (Fraction("45"), Fraction(30000, 1001), 1349),
+], ids=["decimal-exact", "half-up", "below-half", "ntsc"])
+def test_to_units_rounds_to_nearest_half_up(seconds: Fraction, rate: Fraction,
+                                            units: int) -> None:
+    assert to_units(seconds, rate) == units
+
+
+@pytest.mark.parametrize(("slots", "length", "expected"), [
+    ([(0, 2)], 4, [(0, 2, "p0"), (2, 4, None)]),
+    ([(1, 4)], 4, [(0, 1, None), (1, 4, "p0")]),
+    ([(0, 4)], 4, [(0, 4, "p0")]),
+    ([(1, 2), (3, 4)], 5, [(0, 1, None), (1, 2, "p0"), (2, 3, None), (3, 4, "p1"),
+                          (4, 5, None)]),
+    ([(1, 2), (2, 3)], 3, [(0, 1, None), (1, 2, "p0"), (2, 3, "p1")]),
+    ([(5, 6)], 4, [(0, 4, None)]),
+], ids=["gap-at-end", "gap-at-start", "no-gap", "gaps-between", "back-to-back",
+        "past-the-end"])
+def test_place_covers_the_track_exactly(slots: list[tuple[int, int]], length: int,
+                                        expected: list[tuple[int, int, str | None]]) -> None:
+    placed = place([Slot(part_id=f"p{i}", start=Fraction(a), end=Fraction(b))
+                    for i, (a, b) in enumerate(slots)], length, Fraction(1))
+    assert spans(placed) == expected
+    assert sum(segment.length for segment in placed) == length
+
+
+def test_rejoin_gap_and_timeline_end_from_latest_part() -> None:
+    plan = make_plan(documents(audio=[part("a1", 100, 0, 20), part("a2", 100, 25, 15),
+                                      part("b1", 7, 3.5, 41.5, name="Zoë Ünicode/🎥")]))
+    assert plan.duration == 45
+    ada = next(person for person in plan.participants if person.id == 100)
+    (track,) = ada.tracks
+    assert track.path == "participants/100-ada/audio.flac"
+    assert track.length == 45 * 48000
+    assert spans(track.segments) == [(0, 960000, "a1"), (960000, 1200000, None),
+                                     (1200000, 1920000, "a2"), (1920000, 2160000, None)]
+    assert [(track.seconds(g.start), track.seconds(g.end)) for g in track.gaps] == [
+        (20.0, 25.0), (40.0, 45.0)]
+    zoe = next(person for person in plan.participants if person.id == 7)
+    assert zoe.dir == "participants/7-zoe-unicode"
+
+
+def test_every_track_has_the_same_length_in_seconds() -> None:
+    plan = make_plan(documents(audio=[part("a", 1, 0.013, 9.73)],
+                               video=[part("v", 1, 0.5, 3.3, kind="webcam"),
+                                      part("s", 2, 1, 2.25, kind="screenshare")]))
+    assert {track.length / track.rate for track in plan.tracks} == {Fraction("9.743")} | {
+        Fraction(to_units(Fraction("9.743"), Fraction(30)), 30)}
+    assert all(sum(s.length for s in track.segments) == track.length for track in plan.tracks)
+
+
+def test_overlap_later_start_wins_and_warns() -> None:
+    plan = make_plan(documents(video=[part("early", 1, 0, 10, kind="webcam"),
+                                      part("late", 1, 4, 2, kind="webcam")]))
+    (track,) = plan.tracks
+    assert spans(track.segments) == [(0, 120, "early"), (120, 180, "late"), (180, 300, None)]
+    assert [(w.part_id, "overlaps part late" in w.message) for w in plan.warnings] == [
+        ("early", True)]
+
+
+def test_equal_starts_keep_the_later_listed_part() -> None:
+    plan = make_plan(documents(audio=[part("first", 1, 2, 2), part("second", 1, 2, 1)]))
+    (track,) = plan.tracks
+    assert track.parts == ("second",)
+
+
+@pytest.mark.parametrize(("duration", "expected_parts", "warned"), [
+    (5.0, ("a1",), {"a1", "a2"}),
+    (60.0, ("a1", "a2"), set()),
+], ids=["cut", "extend"])
+def test_duration_option_cuts_or_extends_every_track(duration: float,
+                                                     expected_parts: tuple[str, ...],
+                                                     warned: set[str]) -> None:
+    plan = make_plan(documents(audio=[part("a1", 1, 0, 10), part("a2", 1, 20, 5)],
+                               video=[part("v", 2, 0, 1, kind="webcam")]), duration=duration)
+    audio = plan.participants[0].tracks[0]
+    assert audio.parts == expected_parts
+    assert audio.length == duration * 48000
+    assert plan.participants[1].tracks[0].length == duration * 30
+    assert {w.part_id for w in plan.warnings} == warned
+
+
+def test_participant_without_a_kind_gets_no_track_of_it() -> None:
+    plan = make_plan(documents(audio=[part("a", 1, 0, 1)],
+                               video=[part("s", 2, 0, 1, kind="screenshare")]))
+    assert [(p.id, [t.kind for t in p.tracks]) for p in plan.participants] == [
+        (1, ["audio"]), (2, ["screenshare"])]
+
+
+def test_participants_document_name_wins_and_null_name_gives_bare_id() -> None:
+    docs = documents(audio=[part("a", 1, 0, 1, name=None), part("b", 2, 0, 1, name=None)])
+    docs = Documents(audio_parts=docs.audio_parts,
+                     participants=(Participant(id=2, name="Grace Hopper"),))
+    assert [p.dir for p in make_plan(docs).participants] == [
+        "participants/1", "participants/2-grace-hopper"]
+
+
+def test_plan_json_has_no_signed_url() -> None:
+    text = str(plan_as_json(make_plan(documents(audio=[part("a", 1, 0, 1)]))))
+    assert "s3cr3t" not in text
+    assert "segments" in text
+
+
+def test_at_rate_replaces_the_same_slots() -> None:
+    plan = make_plan(documents(video=[part("v", 1, 1, 2, kind="webcam")]), duration=4)
+    (track,) = plan.tracks
+    at_25 = track.at_rate(Fraction(25))
+    assert spans(at_25.segments) == [(0, 25, None), (25, 75, "v"), (75, 100, None)]
