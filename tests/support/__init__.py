@@ -1,0 +1,1 @@
+"""Helpers tests use to make media, serve it and measure what assembler wrote."""
