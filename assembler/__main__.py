@@ -1,0 +1,5 @@
+"""`python -m assembler`."""
+
+from .cli import main
+
+raise SystemExit(main())

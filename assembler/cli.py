@@ -1,0 +1,317 @@
+"""The command line: the only place that prints, knows exit codes and handles Ctrl-C.
+
+Exit status of `run`: 0 every track written; 1 some track failed; 2 bad
+input; 3 a download failed for good. Of `batch`: 0 every recording finished;
+1 some did not; 2 the jobs file is unusable. Ctrl-C: 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from contextlib import AbstractContextManager, nullcontext
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from .download import DownloadSettings
+from .errors import AssemblerError, InputError, InvalidInputsError
+from .manifest import Sources
+from .pipeline import RunOptions, RunOutcome, plan_recording, run_recording
+from .plan import plan_as_json
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .errors import DownloadError
+    from .plan import TrackPlan
+
+__all__ = ["exit_code", "main"]
+
+log = logging.getLogger("assembler")
+
+EXIT_OK, EXIT_TRACK_FAILED, EXIT_BAD_INPUT, EXIT_DOWNLOAD_FAILED = 0, 1, 2, 3
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+SOURCE_OPTIONS = ("video_parts", "audio_parts", "participants", "participant_events",
+                  "speaker_timeline", "transcript")
+
+
+class UsageError(InputError):
+    """The command line itself is wrong."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would print usage and exit 2 itself
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number > 0")
+    return value
+
+
+def _frame_rate(text: str) -> Fraction:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError("must be a number or a ratio like 30000/1001") from None
+    if not 0 < value <= 240:
+        raise argparse.ArgumentTypeError("must be > 0 and <= 240")
+    return value
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--concurrency", type=_positive_int, default=8,
+                        help="downloads in flight at once (default 8)")
+    parser.add_argument("--retries", type=_non_negative_int, default=5,
+                        help="attempts per download after the first (default 5)")
+    parser.add_argument("--duration", type=_positive_float,
+                        help="timeline length in seconds (default: the latest part end)")
+    parser.add_argument("--audio-format", choices=("flac", "wav", "opus", "m4a", "mp3"),
+                        default="flac")
+    parser.add_argument("--video-strategy", choices=("auto", "copy", "encode"), default="auto")
+    parser.add_argument("--fps", type=_frame_rate, default=Fraction(30),
+                        help="frame rate of encoded video tracks (default 30)")
+    parser.add_argument("--jobs", type=_positive_int, default=None,
+                        help="ffmpeg processes at once (default: number of cores)")
+    parser.add_argument("--connect-timeout", type=_positive_float, default=30.0,
+                        help="seconds to connect to the media server (default 30)")
+    parser.add_argument("--read-timeout", type=_positive_float, default=60.0,
+                        help="seconds without a byte before a download is retried (default 60)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the timeline plan as JSON; download and write nothing")
+    parser.add_argument("--download-only", action="store_true",
+                        help="fetch and verify every part into DIR/parts/, render nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.add_argument("--json-logs", action="store_true",
+                        help="one JSON object per log line on stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="assembler", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = commands.add_parser("run", help="assemble one recording")
+    for name in SOURCE_OPTIONS:
+        run.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="SRC",
+                         help="local path or http(s) URL of the JSON document")
+    _common_options(run)
+    batch = commands.add_parser("batch", help="assemble every recording of a JSONL jobs file")
+    batch.add_argument("jobs_file", type=Path, metavar="JOBS.jsonl")
+    batch.add_argument("--scheduler", metavar="ADDRESS",
+                       help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
+    _common_options(batch)
+    return parser
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    download = DownloadSettings(concurrency=args.concurrency, retries=args.retries,
+                                connect_timeout=args.connect_timeout,
+                                read_timeout=args.read_timeout)
+    extra = {"jobs": args.jobs} if args.jobs else {}
+    return RunOptions(duration=args.duration, audio_format=args.audio_format,
+                      video_strategy=args.video_strategy, fps=args.fps, download=download,
+                      download_only=args.download_only, **extra)
+
+
+def exit_code(outcome: RunOutcome) -> int:
+    """What `run` returns for an outcome: a lost part outranks a failed track."""
+    if outcome.download_failures:
+        return EXIT_DOWNLOAD_FAILED
+    if outcome.render_failures:
+        return EXIT_TRACK_FAILED
+    return EXIT_OK
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": round(record.created, 3), "level": record.levelname.lower(),
+                 "logger": record.name, "message": record.getMessage()}
+        entry.update(getattr(record, "fields", {}))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _configure_logging(args: argparse.Namespace, console: Console) -> None:
+    handler: logging.Handler
+    if args.json_logs:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_JsonFormatter())
+    else:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_time=False, show_path=False)
+    root = logging.getLogger("assembler")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+
+
+class ConsoleEvents:
+    """Run events shown as a rich progress display, or as JSON log lines."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+        self.overall = progress.add_task("parts", total=None) if progress else None
+
+    def _event(self, message: str, **fields: Any) -> None:
+        log.info("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()),
+                 extra={"fields": {"event": message, **fields}})
+
+    def part_started(self, part_id: str, total_bytes: int | None, resumed_from: int) -> None:
+        if self.progress:
+            self.tasks[part_id] = self.progress.add_task(
+                f"part {part_id[:24]}", total=total_bytes, completed=resumed_from)
+
+    def part_advanced(self, part_id: str, nbytes: int) -> None:
+        if self.progress and part_id in self.tasks:
+            self.progress.advance(self.tasks[part_id], nbytes)
+
+    def part_finished(self, part_id: str, path: Path, skipped: bool) -> None:
+        if self.progress and part_id in self.tasks:
+            self.progress.remove_task(self.tasks.pop(part_id))
+        if not self.progress:
+            self._event("downloaded part" if not skipped else "kept part",
+                        part=part_id, file=path.name)
+
+    def part_failed(self, part_id: str, error: DownloadError) -> None:
+        if self.progress and part_id in self.tasks:
+            self.progress.remove_task(self.tasks.pop(part_id))
+
+    def track_started(self, track: TrackPlan) -> None:
+        if self.progress:
+            self.tasks[track.path] = self.progress.add_task(f"render {track.path}", total=None)
+
+    def track_finished(self, track: TrackPlan, error: AssemblerError | None) -> None:
+        if self.progress and track.path in self.tasks:
+            self.progress.remove_task(self.tasks.pop(track.path))
+        if error is None:
+            self._event("wrote track", track=track.path)
+
+
+def _progress(args: argparse.Namespace, console: Console) -> Progress | None:
+    if args.quiet or args.json_logs or not console.is_terminal:
+        return None
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                    transient=True)
+
+
+def _sources(args: argparse.Namespace) -> Sources:
+    given = {name: getattr(args, name) for name in SOURCE_OPTIONS}
+    try:
+        return Sources(**given)
+    except ValueError as exc:
+        raise UsageError(f"{exc}: use --video-parts and/or --audio-parts") from None
+
+
+async def _run(args: argparse.Namespace, console: Console) -> int:
+    sources, options = _sources(args), run_options(args)
+    if args.dry_run:
+        _, plan = await plan_recording(sources, options)
+        print(json.dumps(plan_as_json(plan), indent=2, ensure_ascii=False))
+        return EXIT_OK
+    progress = _progress(args, console)
+    with progress if progress else nullcontext():
+        outcome = await run_recording(sources, args.out, options, events=ConsoleEvents(progress))
+    _summarise(args, outcome)
+    return exit_code(outcome)
+
+
+def _summarise(args: argparse.Namespace, outcome: RunOutcome) -> None:
+    if args.quiet or args.json_logs:
+        return
+    if outcome.report is None:
+        print(f"parts in {args.out / 'parts'}")
+        return
+    for person in outcome.report["participants"]:
+        for track in person["tracks"]:
+            print(f"{track['strategy']:6} {args.out / track['path']}")
+    for failure in outcome.report["failures"]:
+        print(f"failed {failure.get('track') or failure['part']}: {failure['error']}")
+    print(f"report {args.out / 'report.json'}")
+
+
+def _batch(args: argparse.Namespace, console: Console) -> int:
+    from .batch import run_batch
+
+    progress = _progress(args, console)
+    with progress if progress else nullcontext():
+        outcome = run_batch(args.jobs_file, args.out, run_options(args),
+                            scheduler=args.scheduler, progress=progress)
+    return EXIT_OK if outcome.all_finished else EXIT_TRACK_FAILED
+
+
+def str_lines(error: AssemblerError) -> list[str]:
+    """An error as the lines to print: one per problem."""
+    if isinstance(error, InvalidInputsError):
+        return [str(problem) for problem in error.problems]
+    return [str(error)]
+
+
+def _print_error(lines: list[str], json_logs: bool) -> None:
+    for line in lines:
+        if json_logs:
+            print(json.dumps({"time": round(time.time(), 3), "level": "error",
+                              "message": line}), file=sys.stderr)
+        else:
+            print(f"error: {line}", file=sys.stderr)
+
+
+def _status_for(error: AssemblerError, command: str) -> int:
+    if isinstance(error, InputError):
+        return EXIT_BAD_INPUT
+    return EXIT_DOWNLOAD_FAILED if command == "run" else EXIT_TRACK_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    json_logs = "--json-logs" in arguments  # known before parsing, for parse errors too
+    command = "batch" if arguments[:1] == ["batch"] else "run"
+    console = Console(stderr=True)
+    try:
+        args = build_parser().parse_args(arguments)
+        _configure_logging(args, console)
+        if args.command == "run":
+            return asyncio.run(_run(args, console))
+        return _batch(args, console)
+    except AssemblerError as error:
+        _print_error(str_lines(error), json_logs)
+        return _status_for(error, command)
+    except KeyboardInterrupt:
+        _print_error(["interrupted; complete parts and tracks are kept"], json_logs)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,211 @@
+"""One recording, end to end: load, plan, download, render, report.
+
+The library never prints or exits: what happened comes back as a `RunOutcome`
+and through the `RunEvents` a caller passes in. Only the CLI maps outcomes to
+exit codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from .download import (
+    DownloadProgress,
+    DownloadSettings,
+    PartDownload,
+    download_parts,
+    fetch_document,
+)
+from .errors import AssemblerError, DownloadError, ManifestError
+from .manifest import (
+    Documents,
+    Sources,
+    describe_source,
+    is_url,
+    load_document,
+    load_documents,
+)
+from .naming import part_filenames
+from .plan import DEFAULT_FPS, Plan, TrackPlan, make_plan
+from .render import RenderedTrack, RenderSettings, VideoStrategy, render_track
+from .report import FailureEntry, Report, build_report, write_json
+
+if TYPE_CHECKING:
+    from .manifest import AudioPart, FetchDocument, VideoPart
+
+__all__ = ["RunEvents", "RunOptions", "RunOutcome", "plan_recording", "run_recording"]
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.json"
+PARTS_DIR = "parts"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    duration: float | None = None
+    audio_format: str = "flac"
+    video_strategy: VideoStrategy = "auto"
+    fps: Fraction = DEFAULT_FPS
+    download: DownloadSettings = field(default_factory=DownloadSettings)
+    download_only: bool = False
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)  # ffmpeg processes at once
+
+    def __post_init__(self) -> None:
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError("duration must be > 0 seconds")
+        if self.jobs < 1:
+            raise ValueError("jobs must be >= 1")
+        if not self.fps > 0:
+            raise ValueError("fps must be > 0")
+        RenderSettings(audio_format=self.audio_format, video_strategy=self.video_strategy)
+
+    def fingerprint_fields(self) -> dict[str, object]:
+        """What changes the output: not concurrency, retries or jobs."""
+        return {"duration": self.duration, "audio_format": self.audio_format,
+                "video_strategy": self.video_strategy, "fps": str(self.fps),
+                "download_only": self.download_only}
+
+
+class RunEvents(DownloadProgress, Protocol):
+    """What a caller hears about a run: download progress plus track progress."""
+
+    def track_started(self, track: TrackPlan) -> None: ...
+    def track_finished(self, track: TrackPlan, error: AssemblerError | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOutcome:
+    report: Report | None  # None for --download-only
+    download_failures: Mapping[str, DownloadError]
+    render_failures: Mapping[str, AssemblerError]  # by track path
+
+
+def inputs_fingerprint(sources: Sources, options: RunOptions) -> str:
+    """Stable digest of what a run was asked to do; URLs count without their signatures."""
+    shown = {name: describe_source(source) if is_url(source) else str(Path(source).resolve())
+             for name, source in sources.given().items()}
+    text = json.dumps({"sources": shown, "options": options.fingerprint_fields()},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _fetcher(settings: DownloadSettings) -> FetchDocument:
+    return functools.partial(fetch_document, settings=settings)
+
+
+async def plan_recording(sources: Sources, options: RunOptions) -> tuple[Documents, Plan]:
+    """Load and validate every document, then plan; nothing is downloaded but URL manifests."""
+    documents = await load_documents(sources, _fetcher(options.download))
+    files = part_filenames((part.id, part.download_url)
+                           for part in (*documents.audio_parts, *documents.video_parts))
+    plan = make_plan(documents, duration=options.duration, audio_format=options.audio_format,
+                     fps=options.fps, part_files=files)
+    return documents, plan
+
+
+def _downloads(parts: list[AudioPart | VideoPart], files: Mapping[str, str]) -> list[PartDownload]:
+    return [PartDownload(part_id=part.id, url=part.download_url, filename=files[part.id])
+            for part in parts]
+
+
+def _url_refresher(sources: Sources, fetch: FetchDocument
+                   ) -> Callable[[str], Awaitable[str | None]] | None:
+    """When a parts manifest came from a URL, an expired link can be renewed by reloading it."""
+    remote = {name: source for name, source in sources.given().items()
+              if name in ("audio_parts", "video_parts") and is_url(source)}
+    if not remote:
+        return None
+
+    async def fresh_url(part_id: str) -> str | None:
+        for name, source in remote.items():
+            try:
+                parts = await load_document(name, source, fetch)
+            except ManifestError as exc:
+                log.warning("could not reload %s for a fresh link: %s", name, exc)
+                continue
+            for part in parts:
+                if part.id == part_id:
+                    return str(part.download_url)
+        return None
+
+    return fresh_url
+
+
+async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = RunOptions(),
+                        *, events: RunEvents | None = None) -> RunOutcome:
+    """Make every track of one recording under `out_dir` and write `report.json`.
+
+    Raises `InvalidInputsError` before any media request when a document is
+    invalid, and `StorageError` when `out_dir` cannot be written; every other
+    failure is per part or per track and is listed in the outcome and report.
+    """
+    documents, plan = await plan_recording(sources, options)
+    wanted: list[AudioPart | VideoPart] = [*documents.audio_parts, *documents.video_parts]
+    if not options.download_only:
+        # Parts the plan leaves out (past the timeline end, wholly overlapped) are not fetched.
+        used = {part_id for track in plan.tracks for part_id in track.parts}
+        wanted = [part for part in wanted if part.id in used]
+    fetch = _fetcher(options.download)
+    results = await download_parts(
+        _downloads(wanted, plan.part_files), out_dir / PARTS_DIR, options.download,
+        progress=events, refresh_url=_url_refresher(sources, fetch))
+    if options.download_only:
+        return RunOutcome(report=None, download_failures=results.failures, render_failures={})
+    failures: list[FailureEntry] = [{"part": part_id, "error": str(error)}
+                                    for part_id, error in results.failures.items()]
+    renderable = []
+    for track in plan.tracks:
+        missing = [part_id for part_id in track.parts if part_id in results.failures]
+        if missing:
+            log.error("%s not written: part %s could not be downloaded", track.path, missing[0])
+        else:
+            renderable.append(track)
+    rendered, render_failures = await _render_all(
+        renderable, results.files, out_dir, options, events)
+    failures.extend({"part": None, "track": path, "error": str(error)}
+                    for path, error in render_failures.items())
+    report = build_report(plan, rendered, failures, out_dir,
+                          inputs_fingerprint(sources, options))
+    write_json(out_dir / REPORT_NAME, report)
+    return RunOutcome(report=report, download_failures=results.failures,
+                      render_failures=render_failures)
+
+
+async def _render_all(tracks: list[TrackPlan], files: Mapping[str, Path], out_dir: Path,
+                      options: RunOptions, events: RunEvents | None
+                      ) -> tuple[list[RenderedTrack], dict[str, AssemblerError]]:
+    settings = RenderSettings(audio_format=options.audio_format,
+                              video_strategy=options.video_strategy)
+    slots = asyncio.Semaphore(options.jobs)
+    rendered: list[RenderedTrack] = []
+    failed: dict[str, AssemblerError] = {}
+
+    async def render_one(track: TrackPlan) -> None:
+        async with slots:
+            if events:
+                events.track_started(track)
+            try:
+                result = await asyncio.to_thread(render_track, track, files, out_dir, settings)
+            except AssemblerError as exc:
+                log.error("%s not written: %s", track.path, exc)
+                failed[track.path] = exc
+                if events:
+                    events.track_finished(track, exc)
+                return
+            rendered.append(result)
+            if events:
+                events.track_finished(track, None)
+
+    await asyncio.gather(*(render_one(track) for track in tracks))
+    return rendered, failed

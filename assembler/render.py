@@ -1,0 +1,212 @@
+"""Rendering one track with ffmpeg: one process per track, output renamed into place.
+
+Audio: every part decoded, resampled to 48 kHz, padded or cut to its slot in
+samples, joined with digital silence by the `concat` filter, encoded once.
+Video (encode): every part made constant frame rate, scaled and padded into
+the track's frame size, padded or cut to its slot in frames, joined with
+black. Video (copy): see `concat.py`.
+
+The argv builders are pure functions of the track plan and the probed parts;
+only `render_track` touches files and runs ffmpeg.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import ffmpeg
+
+from .errors import CopyNotPossibleError, MediaError, RenderError
+from .media import MediaInfo, ffmpeg_binary, file_arg, probe, run_ffmpeg
+from .plan import AUDIO_RATE, TrackPlan
+
+__all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track", "video_encode_argv"]
+
+VideoStrategy = Literal["auto", "copy", "encode"]
+Strategy = Literal["encode", "copy"]
+
+# Output codec settings per audio format: (muxer, codec options).
+AUDIO_CODECS: dict[str, tuple[str, dict[str, Any]]] = {
+    "flac": ("flac", {"acodec": "flac", "sample_fmt": "s16"}),
+    "wav": ("wav", {"acodec": "pcm_s16le"}),
+    "opus": ("ogg", {"acodec": "libopus", "b:a": "128k"}),
+    "m4a": ("ipod", {"acodec": "aac", "b:a": "192k", "movflags": "+faststart"}),
+    "mp3": ("mp3", {"acodec": "libmp3lame", "b:a": "192k"}),
+}
+LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderSettings:
+    audio_format: str = "flac"
+    video_strategy: VideoStrategy = "auto"
+    x264_preset: str = "veryfast"
+    crf: int = 20
+
+    def __post_init__(self) -> None:
+        if self.audio_format not in AUDIO_CODECS:
+            raise ValueError(f"audio format must be one of {', '.join(AUDIO_CODECS)}")
+        if self.video_strategy not in ("auto", "copy", "encode"):
+            raise ValueError("video strategy must be auto, copy or encode")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderedTrack:
+    track: TrackPlan  # as rendered: a copied video track is placed at its parts' frame rate
+    path: Path
+    strategy: Strategy
+    reason: str | None = None  # why auto chose encode, when it did
+    warnings: tuple[tuple[str, str], ...] = field(default=())  # (part id, message)
+
+
+def _gap_source(lavfi: str, track: TrackPlan, start: int) -> Any:
+    # ffmpeg-python merges identical nodes, so two equal gaps would become one
+    # input feeding two places. The gap's own offset keeps each distinct; the
+    # timestamps are reset by setpts/asetpts before the concat.
+    return ffmpeg.input(lavfi, f="lavfi", itsoffset=track.seconds(start))
+
+
+def audio_channels(probes: Mapping[str, MediaInfo]) -> int:
+    """The track's channel count: the widest among its parts."""
+    return max((info.audio.channels for info in probes.values() if info.audio), default=1)
+
+
+def audio_argv(track: TrackPlan, parts: Mapping[str, Path], channels: int, output: Path,
+               audio_format: str) -> list[str]:
+    """ffmpeg arguments (no binary) rendering an audio track exactly `track.length` samples."""
+    layout = LAYOUTS.get(channels, "stereo")
+    pieces = []
+    for segment in track.segments:
+        if segment.part_id is None:
+            source = _gap_source(f"anullsrc=r={AUDIO_RATE}:cl={layout}", track,
+                                 segment.start)
+        else:
+            source = (ffmpeg.input(file_arg(parts[segment.part_id])).audio
+                      .filter("aresample", AUDIO_RATE)
+                      .filter("aformat", sample_fmts="fltp", sample_rates=AUDIO_RATE,
+                              channel_layouts=layout)
+                      .filter("apad", whole_len=segment.length))
+        pieces.append(source.filter("atrim", end_sample=segment.length)
+                      .filter("asetpts", "N/SR/TB"))
+    muxer, codec = AUDIO_CODECS[audio_format]
+    joined = ffmpeg.concat(*pieces, v=0, a=1)
+    return _compile(joined.output(file_arg(output), f=muxer, ar=AUDIO_RATE, **codec))
+
+
+def video_size(probes: Mapping[str, MediaInfo]) -> tuple[int, int]:
+    """The largest part's frame size (by area), rounded up to even numbers for yuv420p."""
+    sizes = [(info.video.width, info.video.height) for info in probes.values() if info.video]
+    if not sizes:
+        raise MediaError("no part of this track has a video stream")
+    width, height = max(sizes, key=lambda size: size[0] * size[1])
+    return width + width % 2, height + height % 2
+
+
+def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path], size: tuple[int, int],
+                      output: Path, *, preset: str, crf: int) -> list[str]:
+    """ffmpeg arguments (no binary) encoding a constant-frame-rate H.264 track."""
+    width, height = size
+    rate = _rate_text(track.rate)
+    pieces = []
+    for segment in track.segments:
+        if segment.part_id is None:
+            source = _gap_source(f"color=c=black:s={width}x{height}:r={rate}", track,
+                                 segment.start)
+        else:
+            source = (ffmpeg.input(file_arg(parts[segment.part_id])).video
+                      # Timestamps from the part's first frame, then a constant rate.
+                      .filter("setpts", "PTS-STARTPTS")
+                      .filter("fps", fps=rate)
+                      .filter("scale", width, height, force_original_aspect_ratio="decrease")
+                      .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2", color="black")
+                      .filter("tpad", stop=-1, color="black"))
+        pieces.append(source.filter("setsar", 1).filter("format", "yuv420p")
+                      .filter("trim", end_frame=segment.length)
+                      .filter("setpts", "N/FRAME_RATE/TB"))
+    joined = ffmpeg.concat(*pieces, v=1, a=0)
+    return _compile(joined.output(
+        file_arg(output), f="mp4", vcodec="libx264", preset=preset, crf=crf, pix_fmt="yuv420p",
+        r=rate, fps_mode="cfr", movflags="+faststart", an=None))
+
+
+def _rate_text(rate: Fraction) -> str:
+    return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
+
+
+def _compile(stream: Any) -> list[str]:
+    argv: list[str] = stream.compile(cmd=ffmpeg_binary())
+    return ["-y", *argv[1:]]
+
+
+def _temporary(path: Path) -> Path:
+    # Hidden and without the track's extension: never mistaken for a finished track.
+    return path.with_name(f".{path.name}.rendering")
+
+
+def _probe_parts(track: TrackPlan, parts: Mapping[str, Path]) -> dict[str, MediaInfo]:
+    probes = {part_id: probe(parts[part_id]) for part_id in dict.fromkeys(track.parts)}
+    needed = "audio" if track.kind == "audio" else "video"
+    for part_id, info in probes.items():
+        if getattr(info, needed) is None:
+            raise MediaError(f"part {part_id} has no {needed} stream")
+    return probes
+
+
+def _short_media_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo]
+                          ) -> tuple[tuple[str, str], ...]:
+    warnings = []
+    for segment in track.segments:
+        if segment.part_id is None:
+            continue
+        media = probes[segment.part_id].duration
+        slot = track.seconds(segment.length)
+        if media is not None and media + 1 / float(track.rate) < slot:
+            warnings.append((segment.part_id,
+                             f"media is {media:.3f} s, shorter than its {slot:.3f} s slot; padded"))
+        elif media is not None and media - 1 / float(track.rate) > slot:
+            warnings.append((segment.part_id,
+                             f"media is {media:.3f} s, longer than its {slot:.3f} s slot; cut"))
+    return tuple(warnings)
+
+
+def render_track(track: TrackPlan, parts: Mapping[str, Path], out_dir: Path,
+                 settings: RenderSettings) -> RenderedTrack:
+    """Render `track` to `out_dir / track.path`; the file appears only when complete."""
+    output = out_dir / track.path
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RenderError(f"cannot create {output.parent}: {exc.strerror or exc}") from exc
+    temporary = _temporary(output)
+    probes = _probe_parts(track, parts)
+    warnings = _short_media_warnings(track, probes)
+    try:
+        rendered = _render_to(track, parts, probes, temporary, settings)
+        os.replace(temporary, output)
+    except OSError as exc:
+        raise RenderError(f"cannot write {track.path}: {exc.strerror or exc}") from exc
+    finally:
+        temporary.unlink(missing_ok=True)
+    return RenderedTrack(track=rendered.track, path=output, strategy=rendered.strategy,
+                         reason=rendered.reason, warnings=warnings)
+
+
+def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
+               output: Path, settings: RenderSettings) -> RenderedTrack:
+    if track.kind == "audio":
+        run_ffmpeg(audio_argv(track, parts, audio_channels(probes), output,
+                              settings.audio_format))
+        return RenderedTrack(track=track, path=output, strategy="encode")
+    reason = None
+    if settings.video_strategy != "encode":
+        reason = "stream copy is not available yet"
+        if settings.video_strategy == "copy":
+            raise CopyNotPossibleError(f"cannot copy {track.path}: {reason}")
+    run_ffmpeg(video_encode_argv(track, parts, video_size(probes), output,
+                                 preset=settings.x264_preset, crf=settings.crf))
+    return RenderedTrack(track=track, path=output, strategy="encode", reason=reason)

@@ -1,0 +1,140 @@
+"""`report.json`: what a run made, typed so mypy checks its keys against the contract.
+
+The contract's keys come first; the keys this project adds (`complete`,
+`inputs`, `warnings`, per track `reason`, `rate`, `units`, per failure
+`track`) only ever add to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
+
+if TYPE_CHECKING:
+    from .plan import Plan
+    from .render import RenderedTrack
+
+__all__ = ["FailureEntry", "Report", "build_report", "read_report", "sha256_file", "write_json"]
+
+REPORT_VERSION = 1
+
+
+class TrackEntry(TypedDict):
+    kind: Literal["audio", "webcam", "screenshare"]
+    path: str
+    duration: float
+    strategy: Literal["encode", "copy"]
+    parts: list[str]
+    gaps: list[list[float]]
+    sha256: str
+    reason: NotRequired[str]  # why `auto` encoded rather than copied
+    rate: str  # units per second: "48000" or a frame rate such as "30" or "30000/1001"
+    units: int  # samples or frames
+
+
+class ParticipantEntry(TypedDict):
+    id: int
+    name: str | None
+    dir: str
+    tracks: list[TrackEntry]
+
+
+class FailureEntry(TypedDict):
+    part: str | None
+    error: str
+    track: NotRequired[str]  # the track not written because of it
+
+
+class WarningEntry(TypedDict):
+    part: str
+    message: str
+
+
+class Timeline(TypedDict):
+    duration: float
+
+
+class Report(TypedDict):
+    version: int
+    timeline: Timeline
+    participants: list[ParticipantEntry]
+    failures: list[FailureEntry]
+    warnings: list[WarningEntry]
+    complete: bool  # every planned track written, nothing failed
+    inputs: str  # fingerprint of the sources and options, for batch reruns
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as media:
+        while chunk := media.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _track_entry(rendered: RenderedTrack, out_dir: Path) -> TrackEntry:
+    track = rendered.track
+    entry: TrackEntry = {
+        "kind": track.kind,
+        "path": track.path,
+        "duration": track.duration,
+        "strategy": rendered.strategy,
+        "parts": list(dict.fromkeys(track.parts)),
+        "gaps": [[track.seconds(gap.start), track.seconds(gap.end)] for gap in track.gaps],
+        "sha256": sha256_file(out_dir / track.path),
+        "rate": str(track.rate),
+        "units": track.length,
+    }
+    if rendered.reason:
+        entry["reason"] = rendered.reason
+    return entry
+
+
+def build_report(plan: Plan, rendered: list[RenderedTrack], failures: list[FailureEntry],
+                 out_dir: Path, inputs: str) -> Report:
+    """The report of a run: every written track, in plan order, with its checksum."""
+    by_path = {item.track.path: item for item in rendered}
+    warnings: list[WarningEntry] = [{"part": w.part_id, "message": w.message}
+                                    for w in plan.warnings]
+    for item in rendered:
+        warnings.extend({"part": part, "message": message} for part, message in item.warnings)
+    participants: list[ParticipantEntry] = []
+    for person in plan.participants:
+        tracks = [_track_entry(by_path[track.path], out_dir)
+                  for track in person.tracks if track.path in by_path]
+        participants.append({"id": person.id, "name": person.name, "dir": person.dir,
+                             "tracks": tracks})
+    return {
+        "version": REPORT_VERSION,
+        "timeline": {"duration": float(plan.duration)},
+        "participants": participants,
+        "failures": failures,
+        "warnings": warnings,
+        "complete": not failures and len(by_path) == len(plan.tracks),
+        "inputs": inputs,
+    }
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
+                                     suffix=".tmp", delete=False, encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """An earlier run's report, or None when there is none or it cannot be read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,233 @@
+"""`assembler run` end to end: a messy recording served on loopback, outputs measured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from tests.support.media import (
+    active_spans,
+    colour_spans,
+    decode_audio,
+    decode_errors,
+    decode_frames,
+    dominant_frequency,
+    is_black,
+    media_info,
+)
+from tests.support.recording import Manifests, RecordingBuilder
+from tests.support.server import S3_EXPIRED, MediaServer, serve_directory
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+RATE = 48000
+FPS = 30
+DURATION = 7.0
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "assembler", "run", *args],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MediaServer, Manifests]]:
+    """Two participants, every kind, the messiness of real parts, served on loopback."""
+    root = tmp_path_factory.mktemp("www")
+    build = RecordingBuilder(root)
+    zoe, ada = (1, "Zoë Ünicode/🎥"), (2, "Ada Lovelace")
+    # Zoë drops and rejoins: 16 kHz mono WAV, then 44.1 kHz stereo MP3 shorter than its slot.
+    build.audio_part(*zoe, 0.5, 2.5, freq=440, rate=16000, channels=1, ext=".wav")
+    build.audio_part(*zoe, 4.0, 2.0, media_seconds=1.5, freq=660, rate=44100, channels=2,
+                     ext=".mp3")
+    # Webcam: H.264 320x240, then a VP8 WebM at another size, longer than its slot.
+    build.video_part(*zoe, 0.0, 2.0, colour="red", size=(320, 240), fps=25)
+    build.video_part(*zoe, 3.0, 2.0, media_seconds=3.0, colour="blue", size=(240, 136),
+                     fps=15, ext=".webm", codec="vp8")
+    # Ada: 48 kHz AAC in M4A running past its slot, and a variable-frame-rate screenshare.
+    build.audio_part(*ada, 1.0, 6.0, media_seconds=6.5, freq=880, ext=".m4a")
+    build.video_part(*ada, 2.0, 4.0, kind="screenshare", colour="green", size=(320, 180),
+                     fps=30, vfr=True)
+    with serve_directory(root) as server:
+        yield server, build.write(server.base_url)
+
+
+@pytest.fixture(scope="module")
+def finished(messy: tuple[MediaServer, Manifests], tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[subprocess.CompletedProcess[str], Path, Manifests]:
+    out = tmp_path_factory.mktemp("out")
+    return run_cli("--out", str(out), *messy[1].cli_args(), "--quiet"), out, messy[1]
+
+
+def report_of(out: Path) -> dict[str, Any]:
+    return json.loads((out / "report.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_run_exits_zero_and_reports_every_track(
+        finished: tuple[subprocess.CompletedProcess[str], Path, Manifests]) -> None:
+    done, out, manifests = finished
+    assert done.returncode == 0, done.stderr
+    report = report_of(out)
+    assert report["version"] == 1
+    assert report["timeline"] == {"duration": DURATION}
+    assert report["failures"] == []
+    dirs = {person["id"]: person["dir"] for person in report["participants"]}
+    assert dirs == {1: "participants/1-zoe-unicode", 2: "participants/2-ada-lovelace"}
+    kinds = {(person["id"], track["kind"]) for person in report["participants"]
+             for track in person["tracks"]}
+    assert kinds == {(1, "audio"), (1, "webcam"), (2, "audio"), (2, "screenshare")}
+    zoe_audio = report["participants"][0]["tracks"][0]
+    assert zoe_audio["path"] == "participants/1-zoe-unicode/audio.flac"
+    assert zoe_audio["gaps"] == [[0.0, 0.5], [3.0, 4.0], [6.0, 7.0]]
+    assert zoe_audio["parts"] == [s.part_id for s in manifests.expected
+                                  if s.participant_id == 1 and s.kind == "audio"]
+    for person in report["participants"]:
+        for track in person["tracks"]:
+            assert (out / track["path"]).is_file()
+            assert len(track["sha256"]) == 64
+            assert track["duration"] == DURATION
+    warned = {warning["part"] for warning in report["warnings"]}
+    assert {s.part_id for s in manifests.expected if s.end != s.slot_end} <= warned
+
+
+def test_audio_tracks_are_sample_exact_and_aligned(
+        finished: tuple[subprocess.CompletedProcess[str], Path, Manifests]) -> None:
+    _, out, manifests = finished
+    for person in report_of(out)["participants"]:
+        (audio,) = [t for t in person["tracks"] if t["kind"] == "audio"]
+        samples = decode_audio(out / audio["path"], rate=None)
+        assert len(samples) == DURATION * RATE
+        expected = [s for s in manifests.expected
+                    if s.participant_id == person["id"] and s.kind == "audio"]
+        spans = active_spans(samples, RATE)
+        assert len(spans) == len(expected)
+        for (start, end), segment in zip(spans, expected, strict=True):
+            assert abs(start - segment.start) <= 0.002
+            assert abs(end - min(segment.end, segment.slot_end)) <= 0.002
+            middle = samples[int((start + 0.1) * RATE):int((end - 0.1) * RATE)]
+            assert abs(dominant_frequency(middle, RATE) - float(segment.marker)) < 5  # type: ignore[arg-type]
+        # Gaps are digital silence, not merely quiet.
+        first = int(expected[0].start * RATE)
+        assert not np.any(samples[:first - 1])
+
+
+def test_mono_and_stereo_parts_make_a_stereo_track(
+        finished: tuple[subprocess.CompletedProcess[str], Path, Manifests]) -> None:
+    _, out, _ = finished
+    assert media_info(out / "participants/1-zoe-unicode/audio.flac").channels == 2
+    assert media_info(out / "participants/2-ada-lovelace/audio.flac").channels == 1
+
+
+def test_video_tracks_are_frame_exact_and_aligned(
+        finished: tuple[subprocess.CompletedProcess[str], Path, Manifests]) -> None:
+    _, out, manifests = finished
+    for person in report_of(out)["participants"]:
+        for track in person["tracks"]:
+            if track["kind"] == "audio":
+                continue
+            path = out / track["path"]
+            assert decode_errors(path) == ""
+            # The centre of each frame: smaller parts are letterboxed into the track's size.
+            frames = decode_frames(path)[:, 4:8, 5:11]
+            assert len(frames) == DURATION * FPS
+            expected = [s for s in manifests.expected
+                        if s.participant_id == person["id"] and s.kind == track["kind"]]
+            covered: set[int] = set()
+            for segment in expected:
+                spans = colour_spans(frames, segment.marker, tol=60)  # type: ignore[arg-type]
+                assert len(spans) == 1, (segment, spans)
+                start, end = spans[0]
+                assert abs(start - segment.start * FPS) <= 1
+                assert abs(end - min(segment.end, segment.slot_end) * FPS) <= 1
+                covered |= set(range(start, end))
+            gaps = [i for i in range(len(frames)) if i not in covered]
+            assert gaps and all(is_black(frames[i], tol=40) for i in gaps)
+
+
+def test_rerun_fetches_no_complete_part(finished: tuple[subprocess.CompletedProcess[str], Path,
+                                                        Manifests],
+                                        messy: tuple[MediaServer, Manifests]) -> None:
+    _, out, manifests = finished
+    server = messy[0]
+    before = sum(server.requests.values())
+    again = run_cli("--out", str(out), *manifests.cli_args(), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert sum(server.requests.values()) == before
+
+
+def test_dry_run_prints_the_plan_and_fetches_nothing(
+        messy: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    server, manifests = messy
+    before = sum(server.requests.values())
+    done = run_cli("--out", str(tmp_path / "out"), *manifests.cli_args(), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["duration"] == DURATION
+    assert sum(server.requests.values()) == before
+    assert not (tmp_path / "out").exists()
+    assert "X-Amz-Signature" not in done.stdout
+
+
+def test_duration_option_cuts_every_track(messy: tuple[MediaServer, Manifests],
+                                          tmp_path: Path) -> None:
+    _, manifests = messy
+    done = run_cli("--out", str(tmp_path), *manifests.cli_args(), "--duration", "2.5",
+                   "--quiet", "--audio-format", "wav")
+    assert done.returncode == 0, done.stderr
+    report = report_of(tmp_path)
+    assert report["timeline"]["duration"] == 2.5
+    for person in report["participants"]:
+        for track in person["tracks"]:
+            info = media_info(tmp_path / track["path"])
+            if track["kind"] == "audio":
+                assert info.samples == 2.5 * RATE
+            else:
+                assert info.frames == 2.5 * FPS
+
+
+@pytest.fixture
+def expiring(tmp_path: Path) -> Iterator[tuple[MediaServer, Manifests]]:
+    build = RecordingBuilder(tmp_path / "www")
+    build.audio_part(1, "Ada", 0.0, 1.0, freq=440, ext=".wav")
+    build.audio_part(2, "Grace", 0.0, 1.0, freq=660, ext=".wav")
+    build.video_part(2, "Grace", 0.0, 1.0, colour="red", size=(64, 48), fps=10)
+    with serve_directory(build.root) as server:
+        yield server, build.write(server.base_url)
+
+
+def test_expired_link_fails_its_track_only_and_exits_3(
+        expiring: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    server, manifests = expiring
+    lost = next(s for s in manifests.expected if s.participant_id == 1)
+    server.fail(f"parts/{lost.file}", 403, body=S3_EXPIRED)
+    done = run_cli("--out", str(tmp_path / "out"), *manifests.cli_args(), "--quiet")
+    assert done.returncode == 3
+    assert "expired" in done.stderr + (tmp_path / "out/report.json").read_text()
+    report = report_of(tmp_path / "out")
+    assert [f["part"] for f in report["failures"]] == [lost.part_id]
+    written = {t["path"] for p in report["participants"] for t in p["tracks"]}
+    assert written == {"participants/2-grace/audio.flac", "participants/2-grace/webcam.mp4"}
+    assert not (tmp_path / "out/participants/1-ada").exists()
+    assert server.requests[f"/parts/{lost.file}"] <= 2
+    assert "X-Amz-Signature" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("fmt", ["flac", "wav", "opus", "m4a", "mp3"])
+def test_every_audio_format_starts_on_time_and_lasts_exactly(
+        expiring: tuple[MediaServer, Manifests], tmp_path: Path, fmt: str) -> None:
+    _, manifests = expiring
+    done = run_cli("--out", str(tmp_path), "--audio-parts", str(manifests.audio_parts),
+                   "--duration", "2", "--audio-format", fmt, "--quiet")
+    assert done.returncode == 0, done.stderr
+    samples = decode_audio(tmp_path / f"participants/1-ada/audio.{fmt}", rate=None)
+    assert len(samples) == 2 * RATE
+    ((start, end),) = active_spans(samples, RATE, threshold=0.05)
+    assert start <= 0.002
+    assert abs(end - 1.0) <= 0.002
