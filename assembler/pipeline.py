@@ -26,7 +26,7 @@ from .download import (
     download_parts,
     fetch_document,
 )
-from .errors import AssemblerError, DownloadError, ManifestError
+from .errors import AssemblerError, ManifestError, MediaError
 from .manifest import (
     Documents,
     Sources,
@@ -35,6 +35,7 @@ from .manifest import (
     load_document,
     load_documents,
 )
+from .media import MediaInfo, probe
 from .naming import part_filenames
 from .plan import DEFAULT_FPS, Plan, TrackPlan, make_plan
 from .render import RenderedTrack, RenderSettings, VideoStrategy, render_track
@@ -87,7 +88,7 @@ class RunEvents(DownloadProgress, Protocol):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunOutcome:
     report: Report | None  # None for --download-only
-    download_failures: Mapping[str, DownloadError]
+    download_failures: Mapping[str, AssemblerError]  # parts lost: not fetched, or unreadable
     render_failures: Mapping[str, AssemblerError]  # by track path
 
 
@@ -161,28 +162,56 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
         _downloads(wanted, plan.part_files), out_dir / PARTS_DIR, options.download,
         progress=events, refresh_url=_url_refresher(sources, fetch))
     if options.download_only:
-        return RunOutcome(report=None, download_failures=results.failures, render_failures={})
+        _, unreadable = await _probe_all(results.files, options.jobs)
+        return RunOutcome(report=None, download_failures={**results.failures, **unreadable},
+                          render_failures={})
+    probes, unreadable = await _probe_all(results.files, options.jobs)
+    lost: dict[str, AssemblerError] = {**results.failures, **unreadable}
     failures: list[FailureEntry] = [{"part": part_id, "error": str(error)}
-                                    for part_id, error in results.failures.items()]
+                                    for part_id, error in lost.items()]
     renderable = []
     for track in plan.tracks:
-        missing = [part_id for part_id in track.parts if part_id in results.failures]
+        missing = [part_id for part_id in track.parts if part_id in lost]
         if missing:
             log.error("%s not written: part %s could not be downloaded", track.path, missing[0])
         else:
             renderable.append(track)
     rendered, render_failures = await _render_all(
-        renderable, results.files, out_dir, options, events)
+        renderable, results.files, probes, out_dir, options, events)
     failures.extend({"part": None, "track": path, "error": str(error)}
                     for path, error in render_failures.items())
     report = build_report(plan, rendered, failures, out_dir,
                           inputs_fingerprint(sources, options))
     write_json(out_dir / REPORT_NAME, report)
-    return RunOutcome(report=report, download_failures=results.failures,
-                      render_failures=render_failures)
+    return RunOutcome(report=report, download_failures=lost, render_failures=render_failures)
 
 
-async def _render_all(tracks: list[TrackPlan], files: Mapping[str, Path], out_dir: Path,
+async def _probe_all(files: Mapping[str, Path], jobs: int
+                     ) -> tuple[dict[str, MediaInfo], dict[str, AssemblerError]]:
+    """Probe every part; one ffmpeg cannot open is moved aside and counted as lost.
+
+    Moving it aside (`<file>.unreadable`) keeps the evidence and lets a rerun
+    fetch the part again instead of taking the bad file for a complete one.
+    """
+    slots = asyncio.Semaphore(jobs)
+    probes: dict[str, MediaInfo] = {}
+    unreadable: dict[str, AssemblerError] = {}
+
+    async def probe_one(part_id: str, path: Path) -> None:
+        async with slots:
+            try:
+                probes[part_id] = await asyncio.to_thread(probe, path)
+            except MediaError as exc:
+                log.error("part %s: %s", part_id, exc)
+                unreadable[part_id] = exc
+                path.replace(path.with_name(path.name + ".unreadable"))
+
+    await asyncio.gather(*(probe_one(part_id, path) for part_id, path in files.items()))
+    return probes, unreadable
+
+
+async def _render_all(tracks: list[TrackPlan], files: Mapping[str, Path],
+                      probes: Mapping[str, MediaInfo], out_dir: Path,
                       options: RunOptions, events: RunEvents | None
                       ) -> tuple[list[RenderedTrack], dict[str, AssemblerError]]:
     settings = RenderSettings(audio_format=options.audio_format,
@@ -196,7 +225,8 @@ async def _render_all(tracks: list[TrackPlan], files: Mapping[str, Path], out_di
             if events:
                 events.track_started(track)
             try:
-                result = await asyncio.to_thread(render_track, track, files, out_dir, settings)
+                result = await asyncio.to_thread(render_track, track, files, probes, out_dir,
+                                                 settings)
             except AssemblerError as exc:
                 log.error("%s not written: %s", track.path, exc)
                 failed[track.path] = exc

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import ffmpeg
 
 from .errors import CopyNotPossibleError, MediaError, RenderError
-from .media import MediaInfo, ffmpeg_binary, file_arg, probe, run_ffmpeg
+from .media import MediaInfo, ffmpeg_binary, file_arg, run_ffmpeg
 from .plan import AUDIO_RATE, TrackPlan
 
 __all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track", "video_encode_argv"]
@@ -148,13 +148,11 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.rendering")
 
 
-def _probe_parts(track: TrackPlan, parts: Mapping[str, Path]) -> dict[str, MediaInfo]:
-    probes = {part_id: probe(parts[part_id]) for part_id in dict.fromkeys(track.parts)}
+def _check_streams(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> None:
     needed = "audio" if track.kind == "audio" else "video"
-    for part_id, info in probes.items():
-        if getattr(info, needed) is None:
+    for part_id in track.parts:
+        if getattr(probes[part_id], needed) is None:
             raise MediaError(f"part {part_id} has no {needed} stream")
-    return probes
 
 
 def _short_media_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo]
@@ -174,16 +172,20 @@ def _short_media_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo]
     return tuple(warnings)
 
 
-def render_track(track: TrackPlan, parts: Mapping[str, Path], out_dir: Path,
-                 settings: RenderSettings) -> RenderedTrack:
-    """Render `track` to `out_dir / track.path`; the file appears only when complete."""
+def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
+                 out_dir: Path, settings: RenderSettings) -> RenderedTrack:
+    """Render `track` to `out_dir / track.path`; the file appears only when complete.
+
+    `parts` and `probes` give every part of the track its file and its probe.
+    """
     output = out_dir / track.path
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RenderError(f"cannot create {output.parent}: {exc.strerror or exc}") from exc
     temporary = _temporary(output)
-    probes = _probe_parts(track, parts)
+    probes = {part_id: probes[part_id] for part_id in track.parts}  # this track's parts only
+    _check_streams(track, probes)
     warnings = _short_media_warnings(track, probes)
     try:
         rendered = _render_to(track, parts, probes, temporary, settings)
