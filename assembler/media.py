@@ -13,14 +13,15 @@ import re
 import shlex
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 from .errors import FFmpegError, FFmpegNotFoundError, MediaError
 
-__all__ = ["AudioStream", "MediaInfo", "VideoStream", "ffmpeg_binary", "file_arg", "probe",
-           "run_ffmpeg"]
+__all__ = ["AudioStream", "MediaInfo", "PacketTrace", "VideoStream", "ffmpeg_binary", "file_arg",
+           "first_access_unit", "probe", "read_packets", "run_ffmpeg"]
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,42 @@ def run_ffmpeg(args: list[str], *, check: bool = True) -> str:
     On failure the last meaningful stderr line becomes the message; the whole
     stderr goes to the debug log and rides on the exception.
     """
+    return _run(args, check=check)[1]
+
+
+def ffmpeg_output(args: list[str]) -> bytes:
+    """Run ffmpeg with `args` writing to `-`; return what it wrote (errors as in `run_ffmpeg`)."""
+    return _run(args, check=True)[0]
+
+
+# Live ffmpeg processes, so an interrupted run can stop them instead of waiting.
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+def stop_all() -> None:
+    """Kill every ffmpeg this process started that is still running (on Ctrl-C)."""
+    with _running_lock:
+        for process in _running:
+            process.kill()
+
+
+def _run(args: list[str], *, check: bool) -> tuple[bytes, str]:
     argv = [ffmpeg_binary(), "-hide_banner", "-nostdin", *args]
     log.debug("running %s", shlex.join(argv))
-    done = subprocess.run(argv, capture_output=True, check=False)
-    stderr = done.stderr.decode("utf-8", "replace")
-    if check and done.returncode != 0:
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        with _running_lock:
+            _running.add(process)
+        try:
+            stdout, raw_stderr = process.communicate()
+        finally:
+            with _running_lock:
+                _running.discard(process)
+    stderr = raw_stderr.decode("utf-8", "replace")
+    if check and process.returncode != 0:
         log.debug("ffmpeg stderr:\n%s", stderr)
         raise FFmpegError(f"ffmpeg failed: {_last_line(stderr)}", stderr)
-    return stderr
+    return stdout, stderr
 
 
 def _last_line(stderr: str) -> str:
@@ -99,6 +128,19 @@ class VideoStream:
     sar: Fraction | None
     fps: Fraction | None
     time_base: Fraction | None
+    index: int = 0  # the stream's index in its file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PacketTrace:
+    """A video stream's packets in decode order, timestamps as stored (in `time_base`)."""
+
+    time_base: Fraction
+    extradata: str | None  # size and CRC of the codec extradata (for H.264 the avcC)
+    dts: tuple[int, ...]
+    pts: tuple[int, ...]
+    duration: tuple[int, ...]
+    keyframe: tuple[bool, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +150,7 @@ class MediaInfo:
     start: float
     audio: AudioStream | None
     video: VideoStream | None
+    streams: int = 0  # every stream in the file, of any kind
 
 
 _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "quad": 4,
@@ -116,7 +159,7 @@ _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, 
 _INPUT = re.compile(r"^Input #0, ([^,]+(?:,[^,\s]+)*), from ", re.M)
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _START = re.compile(r"start: (-?\d+(?:\.\d+)?)")
-_STREAM = re.compile(r"^\s*Stream #0:\d+\S*: (Audio|Video): (.*)$", re.M)
+_STREAM = re.compile(r"^\s*Stream #0:(\d+)\S*: (\w+): (.*)$", re.M)
 _CODEC = re.compile(r"^(\w+)(?: \(([^)]*)\))?")
 _SIZE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")
 _SAR = re.compile(r"SAR (\d+):(\d+)")
@@ -133,11 +176,12 @@ def probe(path: Path) -> MediaInfo:
         raise MediaError(f"{path.name}: not readable media ({_last_line(stderr)})")
     audio: AudioStream | None = None
     video: VideoStream | None = None
-    for kind, description in _STREAM.findall(stderr):
+    streams = _STREAM.findall(stderr)
+    for index, kind, description in streams:
         if kind == "Audio" and audio is None:
             audio = _audio_stream(description)
         elif kind == "Video" and video is None and "attached pic" not in description:
-            video = _video_stream(description)
+            video = _video_stream(description, int(index))
     duration = _DURATION.search(stderr)
     start = _START.search(stderr)
     return MediaInfo(
@@ -147,6 +191,7 @@ def probe(path: Path) -> MediaInfo:
         start=float(start[1]) if start else 0.0,
         audio=audio,
         video=video,
+        streams=len(streams),
     )
 
 
@@ -168,7 +213,7 @@ def _rate(text: str) -> Fraction:
     return Fraction(text[:-1]) * 1000 if text.endswith("k") else Fraction(text)
 
 
-def _video_stream(description: str) -> VideoStream:
+def _video_stream(description: str, index: int) -> VideoStream:
     codec = _CODEC.match(description)
     size = _SIZE.search(description)
     sar = _SAR.search(description)
@@ -187,4 +232,41 @@ def _video_stream(description: str) -> VideoStream:
         sar=Fraction(int(sar.group(1)), int(sar.group(2))) if sar and int(sar.group(2)) else None,
         fps=rates.get("fps"),
         time_base=1 / rates["tbn"] if rates.get("tbn") else None,
+        index=index,
     )
+
+
+# framecrc lines: stream, dts, pts, duration, size, crc[, F=flags][, side data]. The
+# flags appear only when they are not exactly "key", so a line without them is a keyframe.
+_PACKET = re.compile(r"^\d+,\s*(-?\d+),\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-f]+"
+                     r"(?:,\s*F=0x([0-9A-Fa-f]+))?", re.M)
+_TRACE_TIME_BASE = re.compile(r"^#tb 0: (\d+)/(\d+)", re.M)
+_TRACE_EXTRADATA = re.compile(r"^#extradata 0:\s*(\d+),\s*(0x[0-9a-f]+)", re.M)
+
+
+def read_packets(path: Path, stream: int = 0) -> PacketTrace:
+    """Every packet of video stream `stream` without decoding, timestamps exactly as stored.
+
+    `-copyts` keeps the file's own timestamps (the concat demuxer sees the same ones).
+    """
+    text = ffmpeg_output(["-copyts", "-i", file_arg(path), "-map", f"0:{stream}", "-c", "copy",
+                          "-f", "framecrc", "-"]).decode("ascii", "replace")
+    time_base = _TRACE_TIME_BASE.search(text)
+    if time_base is None:
+        raise MediaError(f"{path.name}: no packets in stream {stream}")
+    packets = _PACKET.findall(text)
+    extradata = _TRACE_EXTRADATA.search(text)
+    return PacketTrace(
+        time_base=Fraction(int(time_base[1]), int(time_base[2])),
+        extradata=f"{extradata[1]} bytes, crc {extradata[2]}" if extradata else None,
+        dts=tuple(int(packet[0]) for packet in packets),
+        pts=tuple(int(packet[1]) for packet in packets),
+        duration=tuple(int(packet[2]) for packet in packets),
+        keyframe=tuple(not packet[3] or bool(int(packet[3], 16) & 1) for packet in packets),
+    )
+
+
+def first_access_unit(path: Path, stream: int = 0) -> bytes:
+    """The first H.264 packet of `stream` in Annex B form, parameter sets (SPS/PPS) in front."""
+    return ffmpeg_output(["-i", file_arg(path), "-map", f"0:{stream}", "-c", "copy",
+                          "-bsf:v", "h264_mp4toannexb", "-frames:v", "1", "-f", "h264", "-"])

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
 import ffmpeg
 
+from .concat import copy_track
 from .errors import CopyNotPossibleError, MediaError, RenderError
 from .media import MediaInfo, ffmpeg_binary, file_arg, run_ffmpeg
 from .plan import AUDIO_RATE, TrackPlan
@@ -64,11 +65,29 @@ class RenderedTrack:
     warnings: tuple[tuple[str, str], ...] = field(default=())  # (part id, message)
 
 
-def _gap_source(lavfi: str, track: TrackPlan, start: int) -> Any:
-    # ffmpeg-python merges identical nodes, so two equal gaps would become one
-    # input feeding two places. The gap's own offset keeps each distinct; the
-    # timestamps are reset by setpts/asetpts before the concat.
-    return ffmpeg.input(lavfi, f="lavfi", itsoffset=track.seconds(start))
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """A part with the gaps around it: silence or black is added to the part's own stream."""
+
+    part_id: str
+    lead: int  # gap before the part: only the track's first part has one
+    length: int
+    tail: int  # gap after the part, up to the next part or the track's end
+
+
+def _placements(track: TrackPlan) -> list[_Placed]:
+    # Gaps ride on their neighbouring part (apad/tpad), so a track needs one
+    # ffmpeg input per part and none per gap, however many gaps it has.
+    placed: list[_Placed] = []
+    lead = 0
+    for segment in track.segments:
+        if segment.part_id is not None:
+            placed.append(_Placed(segment.part_id, 0 if placed else lead, segment.length, 0))
+        elif placed:
+            placed[-1] = replace(placed[-1], tail=segment.length)
+        else:
+            lead = segment.length
+    return placed
 
 
 def audio_channels(probes: Mapping[str, MediaInfo]) -> int:
@@ -81,18 +100,19 @@ def audio_argv(track: TrackPlan, parts: Mapping[str, Path], channels: int, outpu
     """ffmpeg arguments (no binary) rendering an audio track exactly `track.length` samples."""
     layout = LAYOUTS.get(channels, "stereo")
     pieces = []
-    for segment in track.segments:
-        if segment.part_id is None:
-            source = _gap_source(f"anullsrc=r={AUDIO_RATE}:cl={layout}", track,
-                                 segment.start)
-        else:
-            source = (ffmpeg.input(file_arg(parts[segment.part_id])).audio
-                      .filter("aresample", AUDIO_RATE)
-                      .filter("aformat", sample_fmts="fltp", sample_rates=AUDIO_RATE,
-                              channel_layouts=layout)
-                      .filter("apad", whole_len=segment.length))
-        pieces.append(source.filter("atrim", end_sample=segment.length)
-                      .filter("asetpts", "N/SR/TB"))
+    for placed in _placements(track):
+        stream = (ffmpeg.input(file_arg(parts[placed.part_id])).audio
+                  .filter("aresample", AUDIO_RATE)
+                  .filter("aformat", sample_fmts="fltp", sample_rates=AUDIO_RATE,
+                          channel_layouts=layout)
+                  # The slot is the truth: pad short media, then cut at the slot's end.
+                  .filter("apad", whole_len=placed.length)
+                  .filter("atrim", end_sample=placed.length))
+        if placed.tail:
+            stream = stream.filter("apad", pad_len=placed.tail)
+        if placed.lead:
+            stream = stream.filter("adelay", delays=f"{placed.lead}S", all=1)
+        pieces.append(stream.filter("asetpts", "N/SR/TB"))
     muxer, codec = AUDIO_CODECS[audio_format]
     joined = ffmpeg.concat(*pieces, v=0, a=1)
     return _compile(joined.output(file_arg(output), f=muxer, ar=AUDIO_RATE, **codec))
@@ -113,21 +133,23 @@ def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path], size: tuple[i
     width, height = size
     rate = _rate_text(track.rate)
     pieces = []
-    for segment in track.segments:
-        if segment.part_id is None:
-            source = _gap_source(f"color=c=black:s={width}x{height}:r={rate}", track,
-                                 segment.start)
-        else:
-            source = (ffmpeg.input(file_arg(parts[segment.part_id])).video
-                      # Timestamps from the part's first frame, then a constant rate.
-                      .filter("setpts", "PTS-STARTPTS")
-                      .filter("fps", fps=rate)
-                      .filter("scale", width, height, force_original_aspect_ratio="decrease")
-                      .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2", color="black")
-                      .filter("tpad", stop=-1, color="black"))
-        pieces.append(source.filter("setsar", 1).filter("format", "yuv420p")
-                      .filter("trim", end_frame=segment.length)
-                      .filter("setpts", "N/FRAME_RATE/TB"))
+    for placed in _placements(track):
+        stream = (ffmpeg.input(file_arg(parts[placed.part_id])).video
+                  # Timestamps from the part's first frame, then a constant rate.
+                  .filter("setpts", "PTS-STARTPTS")
+                  .filter("fps", fps=rate)
+                  .filter("scale", width, height, force_original_aspect_ratio="decrease")
+                  .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2", color="black")
+                  .filter("setsar", 1)
+                  .filter("format", "yuv420p")
+                  # The slot is the truth: hold black after short media, cut at the slot end.
+                  .filter("tpad", stop=-1, color="black")
+                  .filter("trim", end_frame=placed.length))
+        if placed.tail:
+            stream = stream.filter("tpad", stop=placed.tail, color="black")
+        if placed.lead:
+            stream = stream.filter("tpad", start=placed.lead, color="black")
+        pieces.append(stream.filter("setpts", "N/FRAME_RATE/TB"))
     joined = ffmpeg.concat(*pieces, v=1, a=0)
     return _compile(joined.output(
         file_arg(output), f="mp4", vcodec="libx264", preset=preset, crf=crf, pix_fmt="yuv420p",
@@ -206,9 +228,18 @@ def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str,
         return RenderedTrack(track=track, path=output, strategy="encode")
     reason = None
     if settings.video_strategy != "encode":
-        reason = "stream copy is not available yet"
-        if settings.video_strategy == "copy":
-            raise CopyNotPossibleError(f"cannot copy {track.path}: {reason}")
+        try:
+            copied = copy_track(track, parts, probes, output, preset=settings.x264_preset)
+            return RenderedTrack(track=copied, path=output, strategy="copy")
+        except CopyNotPossibleError as error:
+            if settings.video_strategy == "copy":
+                raise CopyNotPossibleError(f"cannot copy {track.path}: {error}") from error
+            reason = str(error)
+        except RenderError as error:
+            if settings.video_strategy == "copy":
+                raise
+            # auto stays safe: a copy that fails for any other reason falls back to encode.
+            reason = f"stream copy failed: {error}"
     run_ffmpeg(video_encode_argv(track, parts, video_size(probes), output,
                                  preset=settings.x264_preset, crf=settings.crf))
     return RenderedTrack(track=track, path=output, strategy="encode", reason=reason)

@@ -1,0 +1,391 @@
+"""Stream-copy video: the builders as data, then real ffmpeg on small generated parts.
+
+End-to-end tests measure the output by decoding it: each part's colour in its slot
+within one frame, black in the gaps, the exact length, no decode error, and the
+part's own compressed packets in the output (copied, not re-encoded).
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from assembler.concat import (
+    BlackGop,
+    BlackSpec,
+    Entry,
+    H264Headers,
+    PartProbe,
+    black_argv,
+    black_delay,
+    concat_list,
+    copy_argv,
+    copy_blocker,
+    cut_packets,
+    entries,
+    parse_h264_headers,
+    pieces,
+    real_rate,
+)
+from assembler.errors import CopyNotPossibleError
+from assembler.media import MediaInfo, PacketTrace, VideoStream, file_arg, probe
+from assembler.plan import Slot, TrackPlan, place
+from assembler.render import RenderedTrack, RenderSettings, render_track
+from tests.support.media import (
+    colour_spans,
+    decode_errors,
+    decode_frames,
+    ffmpeg,
+    is_black,
+    make_colour_video,
+    rgb,
+)
+
+TB = Fraction(1, 15360)
+TICK = 512  # one frame at 30 fps in 1/15360
+
+
+def trace(pts: list[int], *, dts: list[int] | None = None, extradata: str = "44 bytes, crc 0x1"
+          ) -> PacketTrace:
+    """Packets in decode order with the given frame indexes (times TICK) as pts."""
+    decode = dts if dts is not None else sorted(pts)
+    return PacketTrace(time_base=TB, extradata=extradata,
+                       dts=tuple(index * TICK for index in decode),
+                       pts=tuple(index * TICK for index in pts),
+                       duration=(TICK,) * len(pts),
+                       keyframe=(True, *(False,) * (len(pts) - 1)))
+
+
+# I0 P3 B1 B2 P6 B4 B5: decode order of a B-frame GOP; dts run two frames early.
+B_FRAMES = [0, 3, 1, 2, 6, 4, 5]
+B_DTS = [index - 2 for index in range(len(B_FRAMES))]
+
+
+def video(**changes: object) -> VideoStream:
+    fields: dict[str, object] = {
+        "codec": "h264", "profile": "Constrained Baseline", "pix_fmt": "yuv420p",
+        "width": 320, "height": 240, "sar": Fraction(1), "fps": Fraction(30), "time_base": TB}
+    fields.update(changes)
+    return VideoStream(**fields)  # type: ignore[arg-type]
+
+
+def part_probe(frames: int = 60, *, level: int = 30, packets: PacketTrace | None = None,
+               **changes: object) -> PartProbe:
+    return PartProbe(path=Path(f"/parts/{frames}.mp4"), video=video(**changes),
+                     packets=packets or trace(list(range(frames))),
+                     headers=H264Headers(profile_idc=66, level_idc=level, idr=True))
+
+
+def track(slots: list[tuple[str, Fraction, Fraction]], seconds: Fraction,
+          rate: Fraction = Fraction(30)) -> TrackPlan:
+    placed = tuple(Slot(part_id=part_id, start=start, end=end) for part_id, start, end in slots)
+    length = round(seconds * rate)
+    return TrackPlan(participant_id=1, kind="webcam", path="p/webcam.mp4", rate=rate,
+                     length=length, slots=placed, segments=place(placed, length, rate))
+
+
+# --- pure: list text and argv --------------------------------------------------------------
+
+PART = Path("/parts/a.mp4")
+GOP = Path("/tmp/.copy-x/black-30.mp4")
+
+
+@pytest.mark.parametrize(("items", "expected"), [
+    ([Entry(path=GOP, duration=Fraction(1)),
+      Entry(path=PART, duration=Fraction(2), inpoint=Fraction(0))],
+     ["file 'file:/tmp/.copy-x/black-30.mp4'", "duration 1.000000",
+      "file 'file:/parts/a.mp4'", "duration 2.000000", "inpoint 0.000000"]),
+    ([Entry(path=PART, duration=Fraction(1), inpoint=Fraction(0)),
+      Entry(path=GOP, duration=Fraction(1, 3), outpoint=Fraction(1, 3)),
+      Entry(path=PART, duration=Fraction(1), inpoint=Fraction(1, 15360))],
+     ["file 'file:/parts/a.mp4'", "duration 1.000000", "inpoint 0.000000",
+      "file 'file:/tmp/.copy-x/black-30.mp4'", "duration 0.333333", "outpoint 0.333333",
+      "file 'file:/parts/a.mp4'", "duration 1.000000", "inpoint 0.000065"]),
+    ([Entry(path=PART, duration=Fraction(2), inpoint=Fraction(0), outpoint=Fraction(59, 30)),
+      Entry(path=GOP, duration=Fraction(2, 3), outpoint=Fraction(2, 3))],
+     ["file 'file:/parts/a.mp4'", "duration 2.000000", "inpoint 0.000000",
+      "outpoint 1.966666", "file 'file:/tmp/.copy-x/black-30.mp4'", "duration 0.666667",
+      "outpoint 0.666666"]),
+    ([Entry(path=GOP, duration=Fraction(1, 3))] * 3,
+     [line for micros in ("333333", "333334", "333333")
+      for line in ("file 'file:/tmp/.copy-x/black-30.mp4'", f"duration 0.{micros}")]),
+    ([Entry(path=Path("/parts/it's -odd:1.mp4"), duration=Fraction(1), inpoint=Fraction(-1, 3))],
+     ["file 'file:/parts/it'\\''s -odd:1.mp4'", "duration 1.000000", "inpoint -0.333334"]),
+], ids=["gap-at-start", "gap-between", "gap-at-end-part-cut", "durations-never-drift",
+        "quoted-path-negative-inpoint"])
+def test_concat_list_text(items: list[Entry], expected: list[str]) -> None:
+    assert concat_list(items) == "\n".join(["ffconcat version 1.0", *expected]) + "\n"
+
+
+def black_gop(frames: int = 30, remainders: dict[int, Path] | None = None) -> BlackGop:
+    return BlackGop(path=GOP, frames=frames, rate=Fraction(30),
+                    packets=trace(list(range(frames))), remainders=remainders or {})
+
+
+@pytest.mark.parametrize(("run", "remainders", "expected"), [
+    (0, {}, []),
+    (30, {}, [(GOP, Fraction(1), None)]),
+    (10, {}, [(GOP, Fraction(1, 3), Fraction(10, 30))]),
+    (65, {}, [(GOP, Fraction(1), None)] * 2 + [(GOP, Fraction(1, 6), Fraction(5, 30))]),
+    (35, {5: Path("/b5.mp4")}, [(GOP, Fraction(1), None), (Path("/b5.mp4"), Fraction(1, 6), None)]),
+], ids=["zero-frames", "one-whole-gop", "gop-prefix", "gops-and-prefix", "encoded-remainder"])
+def test_black_runs_are_whole_gops_and_a_remainder(
+        run: int, remainders: dict[int, Path],
+        expected: list[tuple[Path, Fraction, Fraction | None]]) -> None:
+    got = entries([run], black_gop(remainders=remainders))
+    assert [(entry.path, entry.duration, entry.outpoint) for entry in got] == expected
+
+
+def test_pieces_place_parts_and_black_in_frames() -> None:
+    # gap 0-1 s, part "a" (90 frames of media) cut to 1-2 s, gap, part "b" (20 frames)
+    # shorter than its 2.5-3.5 s slot, so 10 black frames follow it, then the end gap.
+    plan = track([("a", Fraction(1), Fraction(2)), ("b", Fraction(5, 2), Fraction(7, 2))],
+                 Fraction(4))
+    probes = {"a": part_probe(90), "b": part_probe(20)}
+    layout = pieces(plan, probes)
+    shape = [piece if isinstance(piece, int) else (piece.path.name, piece.duration * 30,
+                                                   piece.outpoint)
+             for piece in layout]
+    assert shape == [30, ("90.mp4", 30, Fraction(30, 30)), 15, ("20.mp4", 20, None), 10, 15]
+
+
+def test_black_argv_matches_the_parts() -> None:
+    spec = BlackSpec(width=320, height=240, pix_fmt="yuv420p", sar=Fraction(1),
+                     rate=Fraction(30000, 1001), time_base=Fraction(1, 30000), profile="high",
+                     level_idc=31, delay=2)
+    assert black_argv(spec, 300, Path("/t/black.mp4"), preset="veryfast") == [
+        "-y", "-f", "lavfi", "-i",
+        "color=c=black:s=320x240:r=30000/1001,format=yuv420p,setsar=1/1",
+        "-frames:v", "300", "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high",
+        "-pix_fmt", "yuv420p", "-x264-params",
+        "level=3.1:keyint=300:scenecut=0:rc-lookahead=0:sync-lookahead=0:"
+        "bframes=3:b-pyramid=normal",
+        "-video_track_timescale", "30000", "-an", "-f", "mp4", "file:/t/black.mp4"]
+
+
+@pytest.mark.parametrize(("in_band", "tail"), [
+    (False, ["-tag:v", "avc1"]), (True, ["-tag:v", "avc3"])], ids=["same-avcc", "in-band-sps"])
+def test_copy_argv(in_band: bool, tail: list[str]) -> None:
+    assert copy_argv(Path("/t/l.ffconcat"), Path("/o/.w.mp4.rendering"), time_base=TB,
+                     in_band=in_band) == [
+        "-y", "-f", "concat", "-safe", "0", "-auto_convert", "1" if in_band else "0",
+        "-i", "file:/t/l.ffconcat", "-map", "0:v:0", "-c", "copy", *tail,
+        "-video_track_timescale", "15360", "-movflags", "+faststart", "-f", "mp4",
+        "file:/o/.w.mp4.rendering"]
+
+
+# --- pure: the decision -------------------------------------------------------------------
+
+ONE_PART = [("a", Fraction(1), Fraction(2))]
+
+
+@pytest.mark.parametrize(("probes", "reason"), [
+    ({"a": part_probe(), "b": part_probe()}, None),
+    ({"a": part_probe(), "b": part_probe(width=640, height=360)},
+     "parts differ in frame size (320x240 vs 640x360)"),
+    ({"a": part_probe(codec="vp8"), "b": part_probe(codec="vp8")}, "VP8 cannot be stored in MP4"),
+    ({"a": part_probe(), "b": part_probe(codec="vp9")}, "parts differ in codec (h264 vs vp9)"),
+    ({"a": part_probe(), "b": part_probe(profile="High")},
+     "parts differ in H.264 profile (Constrained Baseline vs High)"),
+    ({"a": part_probe(), "b": part_probe(level=31)}, "parts differ in H.264 level (3.0 vs 3.1)"),
+    ({"a": part_probe(), "b": part_probe(time_base=Fraction(1, 90000))},
+     "parts differ in time base (1/15360 vs 1/90000)"),
+    ({"a": part_probe(), "b": part_probe(packets=trace(list(range(0, 120, 2))))},
+     "parts differ in frame rate (30 fps vs 15 fps)"),
+], ids=["copyable", "sizes-differ", "vp8-in-mp4", "codecs-differ", "profiles-differ",
+        "levels-differ", "time-bases-differ", "rates-differ"])
+def test_copy_blocker_names_the_reason(probes: dict[str, PartProbe], reason: str | None) -> None:
+    plan = track([("a", Fraction(0), Fraction(1)), ("b", Fraction(2), Fraction(3))], Fraction(4))
+    assert copy_blocker(plan, probes) == reason
+
+
+def test_a_b_frame_part_cut_inside_a_reordered_run_is_not_copyable() -> None:
+    # Its slot ends after 5 frames: frames 0-4 are not a decode-order prefix (B4 after P6).
+    probes = {"a": part_probe(packets=trace(B_FRAMES, dts=B_DTS))}
+    plan = track([("a", Fraction(0), Fraction(5, 30))], Fraction(1))
+    assert copy_blocker(plan, probes) == (
+        "part a has B-frames and its slot ends inside a reordered run, 0.167 s in; "
+        "only a re-encode cuts there")
+
+
+def test_a_part_must_start_with_an_idr_frame() -> None:
+    probe_ = PartProbe(path=PART, video=video(), packets=trace(list(range(30))),
+                       headers=H264Headers(profile_idc=66, level_idc=30, idr=False))
+    assert copy_blocker(track(ONE_PART, Fraction(3)), {"a": probe_}) == (
+        "part a does not start with an IDR frame")
+
+
+@pytest.mark.parametrize(("pts", "dts", "frames", "kept"), [
+    (list(range(10)), None, 4, 4),
+    (list(range(10)), None, 10, 10),
+    (list(range(10)), None, 20, 10),
+    (B_FRAMES, B_DTS, 7, 7),
+    (B_FRAMES, B_DTS, 4, 4),
+    (B_FRAMES, B_DTS, 5, None),
+    (B_FRAMES, B_DTS, 3, None),
+], ids=["no-b-mid-gop", "no-b-whole", "no-b-shorter", "b-whole", "b-before-p6", "b-inside-run",
+        "b-before-p3"])
+def test_cut_packets_keeps_a_clean_decode_prefix(pts: list[int], dts: list[int] | None,
+                                                 frames: int, kept: int | None) -> None:
+    assert cut_packets(trace(pts, dts=dts), frames, Fraction(30)) == kept
+
+
+def test_black_delay_follows_the_parts_b_frames() -> None:
+    no_b = Entry(path=PART, duration=Fraction(1), tail=Fraction(1, 30))
+    b_part = Entry(path=PART, duration=Fraction(1), lead=Fraction(2, 30), tail=Fraction(3, 30))
+    rate = Fraction(30)
+    assert black_delay([no_b, 10, no_b], rate) == 0
+    assert black_delay([10, b_part, 10], rate) == 2
+    # Black after a part without B-frames must have none; before one with them, two.
+    assert black_delay([no_b, 10, b_part], rate) is None
+
+
+@pytest.mark.parametrize(("steps", "rate"), [
+    ([512] * 10, Fraction(30)),
+    ([512, 513, 512, 512, 513] * 4, Fraction(30000, 1001)),
+    ([512, 1024, 512, 512, 1536, 512], Fraction(30)),
+], ids=["cfr-30", "ntsc-rounded", "vfr-dropped-frames"])
+def test_real_rate_reads_the_timestamps(steps: list[int], rate: Fraction) -> None:
+    pts = [sum(steps[:index]) for index in range(len(steps) + 1)]
+    packets = PacketTrace(time_base=TB, extradata=None, dts=tuple(pts), pts=tuple(pts),
+                          duration=(512,) * len(pts), keyframe=(True,) * len(pts))
+    assert real_rate(packets) == rate
+
+
+def test_parse_h264_headers() -> None:
+    unit = (b"\x00\x00\x00\x01\x67\x42\xc0\x1e\xda" + b"\x00\x00\x00\x01\x68\xce"
+            + b"\x00\x00\x01\x65\x88\x84")
+    headers = parse_h264_headers(unit)
+    assert (headers.profile_idc, headers.level_idc, headers.idr) == (66, 30, True)
+
+
+# --- end to end: real ffmpeg --------------------------------------------------------------
+
+RATE = 30
+
+
+def make_webcam_part(path: Path, *, seconds: float, colour: str, vfr: bool = False,
+                     size: tuple[int, int] = (320, 240)) -> Path:
+    """A WebRTC-like part: constrained baseline, no B-frames, optionally with dropped frames.
+
+    The toolkit's H.264 parts all have B-frames; webcams in meetings send none.
+    """
+    red, green, blue = rgb(colour)
+    chain = (f"color=c=0x{red:02x}{green:02x}{blue:02x}:s={size[0]}x{size[1]}:r={RATE},"
+             f"trim=end_frame={round(seconds * RATE)}")
+    # Frames 3-5 of every 10 dropped, timestamps kept: a variable frame rate.
+    chain += ",select='not(between(mod(n\\,10)\\,3\\,5))'" if vfr else ""
+    ffmpeg(["-y", "-f", "lavfi", "-i", chain, "-c:v", "libx264", "-preset", "veryfast",
+            "-profile:v", "baseline", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p",
+            "-fps_mode", "vfr" if vfr else "cfr", file_arg(path)])
+    return path
+
+
+def render(plan: TrackPlan, parts: dict[str, Path], out: Path, strategy: str) -> RenderedTrack:
+    probes: dict[str, MediaInfo] = {part_id: probe(path) for part_id, path in parts.items()}
+    return render_track(plan, parts, probes, out,
+                        RenderSettings(video_strategy=strategy))  # type: ignore[arg-type]
+
+
+def assert_placed(rendered: RenderedTrack, colours: dict[str, str],
+                  short: frozenset[str] = frozenset()) -> None:
+    """Each part's colour within one frame of its slot, black elsewhere, exact length.
+
+    Parts in `short` have media ending before their slot does: black follows them.
+    """
+    plan = rendered.track
+    frames = decode_frames(rendered.path, fps=float(plan.rate))
+    assert abs(len(frames) - plan.length) <= 1
+    for segment in plan.segments:
+        black_from = segment.start + 1
+        if segment.part_id is not None:
+            spans = [span for span in colour_spans(frames, colours[segment.part_id])
+                     if span[0] < segment.end and span[1] > segment.start]
+            assert len(spans) == 1, (segment, spans)
+            start, end = spans[0]
+            assert abs(start - segment.start) <= 1, (segment, spans)
+            assert end <= segment.end + 1, (segment, spans)
+            assert segment.part_id in short or end >= segment.end - 1, (segment, spans)
+            black_from = end + 1
+        assert all(is_black(frame) for frame in frames[black_from:segment.end - 1]), segment
+    assert decode_errors(rendered.path) == ""
+
+
+_NON_KEY_MD5 = re.compile(r"^0,.*, ([0-9a-f]{32}), F=0x0$", re.M)
+
+
+def packet_md5s(path: Path) -> set[str]:
+    """MD5s of the non-key packets as stored (keyframes may carry in-band SPS/PPS)."""
+    text = ffmpeg(["-i", file_arg(path), "-map", "0:v:0", "-c", "copy", "-f", "framemd5", "-"],
+                  stdout=True).decode()
+    return set(_NON_KEY_MD5.findall(text))
+
+
+@pytest.fixture(scope="module")
+def webcam_parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("webcam")
+    return {
+        "red": make_webcam_part(folder / "red.mp4", seconds=3, colour="red"),  # longer than slot
+        "green": make_webcam_part(folder / "green.mp4", seconds=2, colour="green"),
+        "blue": make_webcam_part(folder / "blue.mp4", seconds=1.5, colour="blue", vfr=True),
+        "wide": make_webcam_part(folder / "wide.mp4", seconds=1, colour="yellow",
+                                 size=(640, 480)),
+    }
+
+
+WEBCAM_SLOTS = [("red", Fraction(1), Fraction(2)), ("green", Fraction(3), Fraction(5)),
+                ("blue", Fraction(11, 2), Fraction(7))]
+COLOURS = {"red": "red", "green": "green", "blue": "blue", "wide": "yellow", "cyan": "cyan",
+           "magenta": "magenta", "vfr": "orange"}
+
+
+@pytest.mark.parametrize("strategy", ["copy", "auto"])
+def test_webcam_parts_are_copied_frame_exact(webcam_parts: dict[str, Path], tmp_path: Path,
+                                            strategy: str) -> None:
+    # gap at start, a part cut mid-GOP, gap, a whole part, gap, a VFR part, gap at end
+    rendered = render(track(WEBCAM_SLOTS, Fraction(8)), webcam_parts, tmp_path, strategy)
+    assert (rendered.strategy, rendered.reason) == ("copy", None)
+    assert_placed(rendered, COLOURS, short=frozenset({"blue"}))
+    assert packet_md5s(webcam_parts["green"]) <= packet_md5s(rendered.path)
+    assert [path.name for path in rendered.path.parent.iterdir()] == ["webcam.mp4"]
+
+
+@pytest.fixture(scope="module")
+def b_frame_parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bframes")
+    return {
+        "vfr": make_colour_video(folder / "vfr.mp4", seconds=2, colour="orange", gop=30,
+                                 vfr=True),
+        "cyan": make_colour_video(folder / "cyan.mp4", seconds=2, colour="cyan", gop=30),
+        "magenta": make_colour_video(folder / "magenta.mp4", seconds=1, colour="magenta",
+                                     gop=30, with_tone=440.0),
+    }
+
+
+def test_b_frame_parts_are_copied_with_matching_black(b_frame_parts: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    # A VFR part at 0 (its B-frames start decoding 3 frames early: nothing may precede
+    # it), then gaps around whole parts; magenta also carries audio, which is left out.
+    slots = [("vfr", Fraction(0), Fraction(2)), ("cyan", Fraction(5, 2), Fraction(9, 2)),
+             ("magenta", Fraction(5), Fraction(6))]
+    rendered = render(track(slots, Fraction(7)), b_frame_parts, tmp_path, "copy")
+    assert rendered.strategy == "copy"
+    assert_placed(rendered, COLOURS)
+    assert packet_md5s(b_frame_parts["cyan"]) <= packet_md5s(rendered.path)
+
+
+def test_mismatched_sizes_fail_copy_and_encode_under_auto(webcam_parts: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    plan = track([("red", Fraction(0), Fraction(1)), ("wide", Fraction(2), Fraction(3))],
+                 Fraction(3))
+    with pytest.raises(CopyNotPossibleError,
+                       match=r"p/webcam.mp4: parts differ in frame size \(320x240 vs 640x480\)"):
+        render(plan, webcam_parts, tmp_path, "copy")
+    assert not (tmp_path / "p" / "webcam.mp4").exists()
+    rendered = render(plan, webcam_parts, tmp_path, "auto")
+    assert (rendered.strategy, rendered.reason) == (
+        "encode", "parts differ in frame size (320x240 vs 640x480)")
+    assert_placed(rendered, COLOURS)
