@@ -35,7 +35,7 @@ from .manifest import (
     load_document,
     load_documents,
 )
-from .media import MediaInfo, probe
+from .media import MediaInfo, probe, stop_all
 from .naming import part_filenames
 from .plan import DEFAULT_FPS, Plan, TrackPlan, make_plan
 from .render import RenderedTrack, RenderSettings, VideoStrategy, render_track
@@ -81,6 +81,7 @@ class RunOptions:
 class RunEvents(DownloadProgress, Protocol):
     """What a caller hears about a run: download progress plus track progress."""
 
+    def parts_planned(self, count: int) -> None: ...
     def track_started(self, track: TrackPlan) -> None: ...
     def track_finished(self, track: TrackPlan, error: AssemblerError | None) -> None: ...
 
@@ -158,6 +159,8 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
         used = {part_id for track in plan.tracks for part_id in track.parts}
         wanted = [part for part in wanted if part.id in used]
     fetch = _fetcher(options.download)
+    if events:
+        events.parts_planned(len(wanted))
     results = await download_parts(
         _downloads(wanted, plan.part_files), out_dir / PARTS_DIR, options.download,
         progress=events, refresh_url=_url_refresher(sources, fetch))
@@ -237,5 +240,11 @@ async def _render_all(tracks: list[TrackPlan], files: Mapping[str, Path],
             if events:
                 events.track_finished(track, None)
 
-    await asyncio.gather(*(render_one(track) for track in tracks))
+    try:
+        await asyncio.gather(*(render_one(track) for track in tracks))
+    except asyncio.CancelledError:
+        # Threads cannot be cancelled; killing their ffmpeg ends them at once, and
+        # render_track then removes the unfinished output instead of renaming it.
+        stop_all()
+        raise
     return rendered, failed

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -189,8 +192,10 @@ def test_duration_option_cuts_every_track(messy: tuple[MediaServer, Manifests],
             info = media_info(tmp_path / track["path"])
             if track["kind"] == "audio":
                 assert info.samples == 2.5 * RATE
-            else:
-                assert info.frames == 2.5 * FPS
+            else:  # at its own frame rate: a copied track keeps its parts' rate
+                rate = Fraction(track["rate"])
+                assert info.frames == track["units"]
+                assert abs(track["units"] / rate - Fraction("2.5")) <= 1 / (2 * rate)
 
 
 @pytest.fixture
@@ -232,3 +237,45 @@ def test_every_audio_format_starts_on_time_and_lasts_exactly(
     ((start, end),) = active_spans(samples, RATE, threshold=0.05)
     assert start <= 0.002
     assert abs(end - 1.0) <= 0.002
+
+
+def test_ctrl_c_while_rendering_leaves_no_half_track(tmp_path: Path) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    build.video_part(1, "Ada", 0.0, 2.0, colour="red", size=(64, 48), fps=10)
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        out = tmp_path / "out"
+        # A long black tail at a large size keeps ffmpeg busy long enough to interrupt.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assembler", "run", "--out", str(out), "--quiet",
+             "--video-parts", str(manifests.video_parts), "--duration", "600", "--fps", "60",
+             "--video-strategy", "encode"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        track_dir = out / "participants/1-ada"
+        deadline = time.monotonic() + 60
+        while not list(track_dir.glob(".*.rendering")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(track_dir.glob(".*.rendering")), "render never started"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == (
+        "error: interrupted; complete parts and tracks are kept")
+    assert "Traceback" not in stderr
+    assert list(track_dir.iterdir()) == []
+    assert [p.suffix for p in (out / "parts").iterdir()] == [".mp4"]
+
+
+def test_json_logs_are_one_object_per_line_without_secrets(
+        expiring: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    _, manifests = expiring
+    done = run_cli("--out", str(tmp_path), *manifests.cli_args(), "--json-logs", "-v")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    events = [(line["event"], line.get("part") or line.get("track"))
+              for line in lines if "event" in line]
+    assert sorted(event for event, _ in events) == (
+        ["downloaded part"] * 3 + ["wrote track"] * 3)
+    assert {line["level"] for line in lines} <= {"debug", "info"}
+    assert "X-Amz-Signature" not in done.stderr + done.stdout
+    assert "X-Amz-Signature" not in (tmp_path / "report.json").read_text()
