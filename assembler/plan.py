@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,7 @@ __all__ = [
     "make_plan",
     "place",
     "plan_as_json",
+    "split",
     "to_units",
 ]
 
@@ -234,14 +236,39 @@ def make_plan(
             warnings.extend(cut)
             rate = Fraction(AUDIO_RATE) if kind == "audio" else fps
             length = to_units(timeline, rate)
+            segments = place(slots, length, rate)
+            if not any(segment.part_id for segment in segments):
+                continue  # every part was left out (warned above): nothing to show
             filename = f"audio.{audio_format}" if kind == "audio" else f"{kind}.mp4"
             tracks.append(TrackPlan(
                 participant_id=participant_id, kind=kind, path=f"{directory}/{filename}",
-                rate=rate, length=length, slots=slots, segments=place(slots, length, rate)))
+                rate=rate, length=length, slots=slots, segments=segments))
+        if not tracks:
+            continue
         people.append(ParticipantPlan(id=participant_id, name=names.get(participant_id),
                                       dir=directory, tracks=tuple(tracks)))
     return Plan(duration=timeline, participants=tuple(people), warnings=tuple(warnings),
                 part_files=dict(part_files or {}))
+
+
+def split(track: TrackPlan, max_parts: int) -> tuple[TrackPlan, ...]:
+    """Consecutive pieces of `track` with at most `max_parts` parts each, covering it exactly.
+
+    Each piece starts where its first part starts (the first piece at 0) and
+    ends where the next begins, its segments shifted to start at 0; pieces
+    rendered one after another and joined make the whole track. Their `slots`
+    are left empty: a piece is placed by its segments alone.
+    """
+    if max_parts < 1:
+        raise ValueError("max_parts must be >= 1")
+    starts = [segment.start for segment in track.segments if segment.part_id is not None]
+    cuts = [0, *starts[max_parts::max_parts], track.length]
+    pieces = []
+    for begin, end in itertools.pairwise(cuts):
+        segments = tuple(replace(segment, start=segment.start - begin)
+                         for segment in track.segments if begin <= segment.start < end)
+        pieces.append(replace(track, length=end - begin, slots=(), segments=segments))
+    return tuple(pieces)
 
 
 def plan_as_json(plan: Plan) -> dict[str, object]:

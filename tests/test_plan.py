@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 
 from assembler.manifest import AUDIO_PARTS, VIDEO_PARTS, Documents, Participant, parse_document
-from assembler.plan import Segment, Slot, make_plan, place, plan_as_json, to_units
+from assembler.plan import (
+    Segment,
+    Slot,
+    TrackPlan,
+    make_plan,
+    place,
+    plan_as_json,
+    split,
+    to_units,
+)
 
 STAMP = "2025-07-17T00:00:00Z"
 
@@ -148,3 +157,20 @@ def test_at_rate_replaces_the_same_slots() -> None:
     (track,) = plan.tracks
     at_25 = track.at_rate(Fraction(25))
     assert spans(at_25.segments) == [(0, 25, None), (25, 75, "v"), (75, 100, None)]
+
+
+@pytest.mark.parametrize(("max_parts", "expected"), [
+    (1, [[(0, 1, None), (1, 2, "p0"), (2, 3, None)], [(0, 2, "p1")], [(0, 1, "p2"), (1, 2, None)]]),
+    (2, [[(0, 1, None), (1, 2, "p0"), (2, 3, None), (3, 5, "p1")], [(0, 1, "p2"), (1, 2, None)]]),
+    (3, [[(0, 1, None), (1, 2, "p0"), (2, 3, None), (3, 5, "p1"), (5, 6, "p2"), (6, 7, None)]]),
+], ids=["one-part-each", "two-parts", "whole"])
+def test_split_pieces_join_back_into_the_track(
+        max_parts: int, expected: list[list[tuple[int, int, str | None]]]) -> None:
+    slots = [Slot(part_id=f"p{i}", start=Fraction(a), end=Fraction(b))
+             for i, (a, b) in enumerate([(1, 2), (3, 5), (5, 6)])]
+    track = TrackPlan(participant_id=1, kind="audio", path="a.flac", rate=Fraction(1),
+                      length=7, slots=tuple(slots), segments=place(slots, 7, Fraction(1)))
+    pieces = split(track, max_parts)
+    assert [spans(piece.segments) for piece in pieces] == expected
+    assert sum(piece.length for piece in pieces) == track.length
+    assert all(sum(s.length for s in piece.segments) == piece.length for piece in pieces)
