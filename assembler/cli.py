@@ -14,31 +14,38 @@ import logging
 import signal
 import sys
 import time
+from collections import Counter
 from contextlib import nullcontext
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from .download import DownloadSettings
 from .errors import AssemblerError, InputError, InvalidInputsError
 from .manifest import Sources
 from .pipeline import RunOptions, RunOutcome, plan_recording, run_recording
 from .plan import plan_as_json
+from .render import RenderSettings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from .batch import Row
     from .errors import DownloadError
     from .plan import TrackPlan
 
@@ -142,8 +149,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                                 connect_timeout=args.connect_timeout,
                                 read_timeout=args.read_timeout)
     extra = {"jobs": args.jobs} if args.jobs else {}
-    return RunOptions(duration=args.duration, audio_format=args.audio_format,
-                      video_strategy=args.video_strategy, fps=args.fps, download=download,
+    render = RenderSettings(audio_format=args.audio_format, video_strategy=args.video_strategy)
+    return RunOptions(duration=args.duration, render=render, fps=args.fps, download=download,
                       download_only=args.download_only, **extra)
 
 
@@ -182,34 +189,62 @@ def _configure_logging(args: argparse.Namespace, console: Console) -> None:
 class ConsoleEvents:
     """Run events shown as a rich progress display, or as JSON log lines."""
 
-    def __init__(self, progress: Progress | None) -> None:
+    def __init__(self, progress: Progress | None, *, json_events: bool) -> None:
         self.progress = progress
+        self.json_events = json_events  # one JSON line per part and track, for machines
         self.tasks: dict[str, TaskID] = {}
-        self.overall = progress.add_task("parts", total=None) if progress else None
+        self.overall: TaskID | None = None  # every part's bytes, with parts done and failed
+        self.planned = self.done = self.failed = 0
+        self.total_bytes = 0
+
+    def _describe_overall(self) -> str:
+        failures = f", {self.failed} failed" if self.failed else ""
+        return f"parts {self.done}/{self.planned}{failures}"
+
+    def parts_planned(self, count: int) -> None:
+        self.planned = count
+        if self.progress:
+            self.overall = self.progress.add_task(self._describe_overall(), total=None,
+                                                  bytes=True)
+
+    def _part_over(self, part_id: str, failed: bool) -> None:
+        self.done += not failed
+        self.failed += failed
+        if not self.progress:
+            return
+        if part_id in self.tasks:
+            self.progress.remove_task(self.tasks.pop(part_id))
+        if self.overall is not None:
+            self.progress.update(self.overall, description=self._describe_overall())
 
     def _event(self, message: str, **fields: Any) -> None:
+        if not self.json_events:
+            return
         log.info("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()),
                  extra={"fields": {"event": message, **fields}})
 
     def part_started(self, part_id: str, total_bytes: int | None, resumed_from: int) -> None:
-        if self.progress:
-            self.tasks[part_id] = self.progress.add_task(
-                f"part {part_id[:24]}", total=total_bytes, completed=resumed_from)
+        if not self.progress:
+            return
+        self.tasks[part_id] = self.progress.add_task(
+            f"  {part_id[:24]}", total=total_bytes, completed=resumed_from, bytes=True)
+        if self.overall is not None and total_bytes:
+            self.total_bytes += total_bytes - resumed_from
+            self.progress.update(self.overall, total=self.total_bytes)
 
     def part_advanced(self, part_id: str, nbytes: int) -> None:
         if self.progress and part_id in self.tasks:
             self.progress.advance(self.tasks[part_id], nbytes)
+            if self.overall is not None:
+                self.progress.advance(self.overall, nbytes)
 
     def part_finished(self, part_id: str, path: Path, skipped: bool) -> None:
-        if self.progress and part_id in self.tasks:
-            self.progress.remove_task(self.tasks.pop(part_id))
-        if not self.progress:
-            self._event("downloaded part" if not skipped else "kept part",
-                        part=part_id, file=path.name)
+        self._part_over(part_id, failed=False)
+        self._event("downloaded part" if not skipped else "kept part",
+                    part=part_id, file=path.name)
 
     def part_failed(self, part_id: str, error: DownloadError) -> None:
-        if self.progress and part_id in self.tasks:
-            self.progress.remove_task(self.tasks.pop(part_id))
+        self._part_over(part_id, failed=True)
 
     def track_started(self, track: TrackPlan) -> None:
         if self.progress:
@@ -222,12 +257,65 @@ class ConsoleEvents:
             self._event("wrote track", track=track.path)
 
 
+class BatchConsoleEvents:
+    """Batch progress: recordings done, failed and skipped, throughput and ETA.
+
+    Without a live display (not a terminal, `--json-logs`), each finished
+    recording is one log line; `--quiet` keeps only the JSON lines.
+    """
+
+    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+        self.progress = None if args.quiet or args.json_logs or not console.is_terminal else (
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                     TextColumn("{task.fields[tally]}"), TimeRemainingColumn(),
+                     console=console, transient=True))
+        self.log_each = args.json_logs or not (args.quiet or self.progress)
+        self.task: TaskID | None = None
+        self.counts: Counter[str] = Counter()
+        self.started = time.monotonic()
+
+    def tally(self) -> str:
+        done = self.counts["ok"] + self.counts["failed"] + self.counts["invalid"]
+        # Skipped recordings take no time: counting them would overstate the pace.
+        per_minute = 60 * done / max(time.monotonic() - self.started, 1e-3)
+        return (f"{self.counts['ok']} ok, {self.counts['skipped']} skipped, "
+                f"{self.counts['failed']} failed, {self.counts['invalid']} invalid "
+                f"({per_minute:.1f} recordings/min)")
+
+    def batch_started(self, total: int) -> None:
+        if self.progress:
+            self.task = self.progress.add_task("recordings", total=total, tally="")
+
+    def recording_finished(self, row: Row) -> None:
+        self.counts[row["status"]] += 1
+        if self.progress and self.task is not None:
+            self.progress.update(self.task, advance=1, tally=self.tally())
+        bad = row["status"] in ("failed", "invalid")
+        if self.log_each or (self.progress and bad):
+            name = row["id"] or f"line {row['line']}"
+            log.log(logging.WARNING if bad else logging.INFO, "%s %s%s", name, row["status"],
+                    f": {row['error']}" if "error" in row else "",
+                    extra={"fields": {"event": "recording finished", **row,
+                                      "done": sum(self.counts.values())}})
+
+
+class _ForBytes(ProgressColumn):
+    """Shows `column` on rows that count bytes (downloads); blank on render rows."""
+
+    def __init__(self, column: ProgressColumn) -> None:
+        super().__init__()
+        self.column = column
+
+    def render(self, task: Task) -> RenderableType:
+        return self.column.render(task) if task.fields.get("bytes") else Text("")
+
+
 def _progress(args: argparse.Namespace, console: Console) -> Progress | None:
     if args.quiet or args.json_logs or not console.is_terminal:
         return None
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=console,
-                    transient=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    _ForBytes(DownloadColumn()), _ForBytes(TransferSpeedColumn()),
+                    _ForBytes(TimeRemainingColumn()), console=console, transient=True)
 
 
 def _sources(args: argparse.Namespace) -> Sources:
@@ -246,7 +334,8 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
     progress = _progress(args, console)
     with progress if progress else nullcontext():
-        outcome = await run_recording(sources, args.out, options, events=ConsoleEvents(progress))
+        events = ConsoleEvents(progress, json_events=args.json_logs)
+        outcome = await run_recording(sources, args.out, options, events=events)
     _summarise(args, outcome)
     return exit_code(outcome)
 
@@ -262,16 +351,24 @@ def _summarise(args: argparse.Namespace, outcome: RunOutcome) -> None:
             print(f"{track['strategy']:6} {args.out / track['path']}")
     for failure in outcome.report["failures"]:
         print(f"failed {failure.get('track') or failure['part']}: {failure['error']}")
+    if outcome.report["warnings"]:
+        count = len(outcome.report["warnings"])
+        plural = "s" * (count > 1)
+        print(f"{count} warning{plural} (parts cut, padded or overlapping) in the report")
     print(f"report {args.out / 'report.json'}")
 
 
 def _batch(args: argparse.Namespace, console: Console) -> int:
-    from .batch import run_batch
+    from .batch import BATCH_NAME, run_batch
 
-    progress = _progress(args, console)
-    with progress if progress else nullcontext():
+    if args.dry_run:
+        raise UsageError("batch has no --dry-run; use `assembler run --dry-run` per recording")
+    events = BatchConsoleEvents(args, console)
+    with events.progress if events.progress else nullcontext():
         outcome = run_batch(args.jobs_file, args.out, run_options(args),
-                            scheduler=args.scheduler, progress=progress)
+                            scheduler=args.scheduler, events=events)
+    if not (args.quiet or args.json_logs):
+        print(f"{events.tally()}; see {args.out / BATCH_NAME}")
     return EXIT_OK if outcome.all_finished else EXIT_TRACK_FAILED
 
 

@@ -3,7 +3,8 @@
     AssemblerError                  base: the CLI catches this and nothing broader
     ├── InputError                  the user's input cannot be used (CLI exit 2)
     │   ├── ManifestError           a document is unreadable or invalid; names file and place
-    │   └── InvalidInputsError      several documents are invalid; carries each ManifestError
+    │   ├── InvalidInputsError      several documents are invalid; carries each ManifestError
+    │   └── JobsFileError           a batch's jobs file cannot be read (missing, not UTF-8)
     ├── DownloadError               a part could not be fetched for good (CLI exit 3)
     │   ├── HTTPStatusError         the server answered a status that will not change
     │   │   └── LinkExpiredError    the signed link has expired; a fresh manifest is needed
@@ -33,6 +34,7 @@ __all__ = [
     "HTTPStatusError",
     "InputError",
     "InvalidInputsError",
+    "JobsFileError",
     "LinkExpiredError",
     "ManifestError",
     "MediaError",
@@ -82,6 +84,10 @@ class InvalidInputsError(InputError):
     def __init__(self, problems: list[ManifestError]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(problem) for problem in problems))
+
+
+class JobsFileError(InputError):
+    """A batch's jobs file cannot be read at all: missing, unreadable or not UTF-8."""
 
 
 class DownloadError(AssemblerError):

@@ -1,0 +1,432 @@
+"""`assembler batch`: every recording of a JSONL jobs file, each isolated, resumable.
+
+Each line of the jobs file is one recording; it runs exactly as one `run`
+into `ROOT/<id>/`, and its row goes to `ROOT/batch.json`, rewritten as
+recordings finish. A recording whose report says it is complete for the same
+inputs is skipped before anything is fetched. A bad line or a failed
+recording costs that recording only.
+
+On this machine, recordings run on a pool of `jobs + 2` threads, each with its
+own event loop, so one recording's downloads overlap another's renders. Every
+recording renders one track at a time, and all of them share `jobs` ffmpeg
+slots (`_FfmpegSlots`). With `scheduler`, each recording is one task on an
+existing Dask cluster (`run_on_worker`), at most twice as many in flight as
+the cluster has worker threads. Both paths feed futures through `_drain`, so
+neither holds more than a window of recordings, and only their small rows
+are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import concurrent.futures as cf
+import dataclasses
+import importlib
+import json
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict, TypeVar
+
+from .cli import EXIT_BAD_INPUT, EXIT_DOWNLOAD_FAILED, EXIT_OK, EXIT_TRACK_FAILED, exit_code
+from .download import NoProgress
+from .errors import AssemblerError, InputError, JobsFileError
+from .manifest import Sources, is_url
+from .pipeline import (
+    REPORT_NAME,
+    RunEvents,
+    RunOptions,
+    RunOutcome,
+    inputs_fingerprint,
+    run_recording,
+)
+from .report import read_report, write_json
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable, Iterator
+
+    from .plan import TrackPlan
+
+__all__ = ["BATCH_NAME", "BatchEvents", "BatchOutcome", "Job", "Row", "read_jobs", "run_batch",
+           "run_job", "run_on_worker"]
+
+BATCH_NAME = "batch.json"
+BATCH_VERSION = 1
+SOURCE_KEYS = tuple(field.name for field in dataclasses.fields(Sources))
+# An id becomes a directory under ROOT: no separator, and no leading "." (`..`, hidden
+# temporary files) or "-" (read as an option by shell tools).
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_STOP_POLL = 0.2  # seconds between checks for Ctrl-C in a recording's thread
+
+Status = Literal["ok", "skipped", "invalid", "failed"]
+T = TypeVar("T")
+
+
+class Row(TypedDict):
+    """One recording in `batch.json`."""
+
+    id: str | None  # None when the line has no usable id
+    line: int
+    status: Status
+    exit: int  # what `assembler run` would have returned
+    error: NotRequired[str]
+    seconds: float
+    worker: str | None  # the Dask worker's address; None on this machine
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """One valid line of the jobs file; local paths in `sources` are absolute."""
+
+    line: int
+    id: str
+    sources: Sources
+
+
+class BatchEvents(Protocol):
+    """What a caller hears about a batch; called from the thread that runs `run_batch`."""
+
+    def batch_started(self, total: int) -> None: ...
+    def recording_finished(self, row: Row) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    counts: Counter[Status]
+
+    @property
+    def all_finished(self) -> bool:
+        return not self.counts["invalid"] and not self.counts["failed"]
+
+
+# --- the jobs file ------------------------------------------------------------------------
+
+
+class _BadLine(ValueError):
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        self.job_id = job_id
+        super().__init__(message)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Numbered lines, read lazily; an unreadable or non-UTF-8 file is a `JobsFileError`."""
+    try:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise JobsFileError(f"{path}: line {number} is not UTF-8 text") from None
+                yield number, text.removeprefix("\ufeff") if number == 1 else text
+    except OSError as exc:
+        raise JobsFileError(f"cannot read jobs file {path}: {exc.strerror or exc}") from None
+
+
+def count_jobs(path: Path) -> int:
+    """Non-blank lines; reading the whole file first also rejects it before any work."""
+    return sum(1 for _, text in _lines(path) if text.strip())
+
+
+def _source(value: object, key: str, base: Path) -> str:
+    if not isinstance(value, str) or not value:
+        raise _BadLine(f"{key} must be a local path or an http(s) URL")
+    # Relative paths mean the jobs file's directory, wherever batch (or a worker) runs.
+    return value if is_url(value) else str((base / value).resolve())
+
+
+def _parse_job(text: str, base: Path) -> tuple[str, Sources]:
+    try:
+        entry = json.loads(text)
+    except ValueError as exc:
+        raise _BadLine(f"not JSON ({exc})") from None
+    if not isinstance(entry, dict):
+        raise _BadLine("not a JSON object")
+    job_id = entry.get("id")
+    if not isinstance(job_id, str):
+        raise _BadLine('no "id" string')
+    if not _SAFE_ID.fullmatch(job_id) or job_id == BATCH_NAME:
+        raise _BadLine(f"id {job_id!r} is not a safe directory name: use letters, digits, "
+                       "'.', '_' and '-', not starting with '.' or '-'", job_id)
+    unknown = sorted(set(entry) - {"id", *SOURCE_KEYS})
+    if unknown:
+        raise _BadLine(f"unknown key {unknown[0]!r}; known: {', '.join(SOURCE_KEYS)}", job_id)
+    try:
+        given = {key: _source(entry[key], key, base) for key in SOURCE_KEYS if key in entry}
+        return job_id, Sources(**given)
+    except _BadLine as exc:
+        raise _BadLine(str(exc), job_id) from None
+    except ValueError as exc:  # Sources: neither video_parts nor audio_parts
+        raise _BadLine(f"{exc} (video_parts, audio_parts)", job_id) from None
+
+
+def read_jobs(path: Path) -> Iterator[Job | Row]:
+    """Each non-blank line as a `Job`, or as an invalid `Row` naming the line and the problem."""
+    first_line: dict[str, int] = {}
+    for number, text in _lines(path):
+        if not text.strip():
+            continue
+        try:
+            job_id, sources = _parse_job(text, path.parent)
+            if job_id in first_line:
+                raise _BadLine(f"duplicate id (first on line {first_line[job_id]})", job_id)
+        except _BadLine as exc:
+            yield _row(number, exc.job_id, EXIT_BAD_INPUT, f"line {number}: {exc}", 0.0)
+            continue
+        first_line[job_id] = number
+        yield Job(line=number, id=job_id, sources=sources)
+
+
+# --- one recording ------------------------------------------------------------------------
+
+
+def _row(line: int, job_id: str | None, code: int, error: str | None, seconds: float,
+         *, skipped: bool = False) -> Row:
+    status: Status = ("skipped" if skipped else "ok" if code == EXIT_OK
+                      else "invalid" if code == EXIT_BAD_INPUT else "failed")
+    row: Row = {"id": job_id, "line": line, "status": status, "exit": code,
+                "seconds": round(seconds, 3), "worker": None}
+    if error is not None:
+        row["error"] = error
+    return row
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def _failure_summary(outcome: RunOutcome) -> str | None:
+    errors = [_one_line(error) for error in outcome.download_failures.values()]
+    errors += [f"{path}: {_one_line(error)}" for path, error in outcome.render_failures.items()]
+    if not errors:
+        return None
+    return errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+
+
+async def _unless_stopped(work: Awaitable[T], stop: threading.Event | None) -> T:
+    """Await `work`; when `stop` is set (Ctrl-C in the main thread), cancel it instead."""
+    if stop is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    while not stop.is_set():
+        done, _ = await asyncio.wait({task}, timeout=_STOP_POLL)
+        if done:
+            return task.result()
+    task.cancel()
+    return await task  # raises CancelledError, which no `except Exception` takes for a failure
+
+
+def run_job(job: Job, root: Path, options: RunOptions, events: RunEvents | None = None,
+            stop: threading.Event | None = None) -> Row:
+    """Run one recording into `root/<id>/` and return its row; its failures never escape."""
+    started = time.monotonic()
+    error: str | None
+    try:
+        outcome = asyncio.run(_unless_stopped(
+            run_recording(job.sources, root / job.id, options, events=events), stop))
+    except AssemblerError as exc:
+        # As `run` would: bad documents exit 2, anything else raised (storage) exit 3.
+        code = EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_DOWNLOAD_FAILED
+        error = _one_line(exc)
+    except Exception as exc:  # a bug must cost this recording, not the batch
+        code, error = EXIT_TRACK_FAILED, f"unexpected {type(exc).__name__}: {_one_line(exc)}"
+    else:
+        code, error = exit_code(outcome), _failure_summary(outcome)
+    return _row(job.line, job.id, code, error, time.monotonic() - started)
+
+
+def run_on_worker(job: Job, root: Path, options: RunOptions) -> Row:
+    """The Dask task: run one recording on the worker running this task, named in its row."""
+    from distributed import get_worker  # only workers import this module's task
+
+    row = run_job(job, root, options)
+    row["worker"] = get_worker().address
+    return row
+
+
+def is_complete(job: Job, root: Path, options: RunOptions) -> bool:
+    """True when `root/<id>/report.json` says complete, for these sources and options."""
+    report = read_report(root / job.id / REPORT_NAME)
+    return (report is not None and report.get("complete") is True
+            and report.get("inputs") == inputs_fingerprint(job.sources, options))
+
+
+# --- bounded ffmpeg on this machine -------------------------------------------------------
+
+
+class _FfmpegSlots:
+    """At most `limit` ffmpeg processes across every recording of a local batch.
+
+    The pipeline's own limit is per recording, so the batch shares this one
+    through each recording's events. A recording runs on its own thread and
+    event loop with `jobs=1`: it renders one track at a time, after its
+    downloads are done. `track_started` may therefore block that loop until a
+    slot is free: nothing else in that loop is waiting to run.
+    """
+
+    def __init__(self, limit: int, stop: threading.Event) -> None:
+        self._free = threading.BoundedSemaphore(limit)
+        self._stop = stop
+
+    def acquire(self) -> None:
+        while not self._free.acquire(timeout=_STOP_POLL):
+            if self._stop.is_set():
+                raise asyncio.CancelledError  # ends the recording's task as cancelled
+
+    def release(self) -> None:
+        self._free.release()
+
+
+class _RecordingSlot(NoProgress):
+    """One recording's `RunEvents`: holds one of the batch's ffmpeg slots while rendering."""
+
+    def __init__(self, slots: _FfmpegSlots) -> None:
+        self._slots = slots
+        self._held = False
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+    def parts_planned(self, count: int) -> None:
+        pass
+
+    def track_started(self, track: TrackPlan) -> None:
+        # An unexpected render error skips track_finished; the next track must not leak it.
+        self.release()
+        self._slots.acquire()
+        self._held = True
+
+    def track_finished(self, track: TrackPlan, error: AssemblerError | None) -> None:
+        self.release()
+
+
+def _run_here(job: Job, root: Path, options: RunOptions, slots: _FfmpegSlots,
+              stop: threading.Event) -> Row:
+    slot = _RecordingSlot(slots)
+    try:
+        return run_job(job, root, options, slot, stop)
+    finally:
+        slot.release()
+
+
+# --- driving the batch --------------------------------------------------------------------
+
+
+class _Ledger:
+    """Rows so far, in jobs-file order, rewritten atomically to `batch.json` on every change."""
+
+    def __init__(self, path: Path, events: BatchEvents | None) -> None:
+        self.path = path
+        self.events = events
+        self.rows: list[Row] = []
+        self.counts: Counter[Status] = Counter()
+
+    def write(self) -> None:
+        try:
+            write_json(self.path, {"version": BATCH_VERSION, "recordings": self.rows})
+        except OSError as exc:
+            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def add(self, row: Row) -> None:
+        bisect.insort(self.rows, row, key=lambda item: item["line"])
+        self.counts[row["status"]] += 1
+        self.write()
+        if self.events:
+            self.events.recording_finished(row)
+
+    def to_run(self, entries: Iterable[Job | Row], root: Path,
+               options: RunOptions) -> Iterator[Job]:
+        """The jobs still to run; invalid lines and complete recordings are recorded on the way."""
+        for entry in entries:
+            if not isinstance(entry, Job):
+                self.add(entry)
+            elif is_complete(entry, root, options):
+                self.add(_row(entry.line, entry.id, EXIT_OK, None, 0.0, skipped=True))
+            else:
+                yield entry
+
+
+def _drain(jobs: Iterator[Job], submit: Callable[[Job], cf.Future[Row]], window: int,
+           ledger: _Ledger) -> None:
+    """Keep at most `window` recordings submitted; record each row as it arrives."""
+    running: dict[cf.Future[Row], Job] = {}
+    for job in jobs:
+        running[submit(job)] = job
+        while len(running) >= window:
+            _record_done(running, ledger)
+    while running:
+        _record_done(running, ledger)
+
+
+def _record_done(running: dict[cf.Future[Row], Job], ledger: _Ledger) -> None:
+    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+    for future in done:
+        job = running.pop(future)
+        try:
+            row = future.result()
+        except Exception as exc:  # the task never ran or its worker died (KilledWorker)
+            row = _row(job.line, job.id, EXIT_TRACK_FAILED, _one_line(exc), 0.0)
+        ledger.add(row)
+
+
+def _run_local(jobs: Iterator[Job], root: Path, options: RunOptions, ledger: _Ledger) -> None:
+    stop = threading.Event()
+    slots = _FfmpegSlots(options.jobs, stop)
+    one_at_a_time = dataclasses.replace(options, jobs=1)
+    # Two recordings beyond the ffmpeg slots keep downloading while the others render.
+    width = options.jobs + 2
+    with cf.ThreadPoolExecutor(max_workers=width, thread_name_prefix="recording") as pool:
+        try:
+            _drain(jobs, lambda job: pool.submit(_run_here, job, root, one_at_a_time, slots,
+                                                 stop), width, ledger)
+        except KeyboardInterrupt:
+            stop.set()  # running recordings stop within _STOP_POLL; the pool then joins them
+            raise
+
+
+def _run_on_cluster(address: str, jobs: Iterator[Job], root: Path, options: RunOptions,
+                    ledger: _Ledger) -> None:
+    try:
+        # Typed as Any: distributed's API carries too few annotations for strict mypy.
+        distributed: Any = importlib.import_module("distributed")
+    except ImportError:
+        raise AssemblerError('--scheduler needs Dask: pip install "assembler[dask]"') from None
+    try:
+        client = distributed.Client(address, timeout="30s")
+    except (OSError, TimeoutError) as exc:
+        raise AssemblerError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    # Not `with executor`: its exit waits for every task, Ctrl-C included; closing the
+    # client releases them instead.
+    with client:
+        executor = client.get_executor(pure=False)
+        # A few tasks queued per worker thread keep workers busy without flooding the scheduler.
+        window = max(4, 2 * sum(client.nthreads().values()))
+        _drain(jobs, lambda job: executor.submit(run_on_worker, job, root, options), window,
+               ledger)
+
+
+def run_batch(jobs_file: Path, root: Path, options: RunOptions, *, scheduler: str | None = None,
+              events: BatchEvents | None = None) -> BatchOutcome:
+    """Run every recording of `jobs_file` into `root/<id>/`; rows go to `root/batch.json`.
+
+    Raises `JobsFileError` when the jobs file cannot be read; everything that
+    goes wrong with one recording is in its row instead.
+    """
+    total = count_jobs(jobs_file)
+    if events:
+        events.batch_started(total)
+    root = root.resolve()  # workers and threads must not depend on the current directory
+    ledger = _Ledger(root / BATCH_NAME, events)
+    ledger.write()
+    jobs = ledger.to_run(read_jobs(jobs_file), root, options)
+    if scheduler is None:
+        _run_local(jobs, root, options, ledger)
+    else:
+        _run_on_cluster(scheduler, jobs, root, options, ledger)
+    return BatchOutcome(ledger.counts)

@@ -1,0 +1,200 @@
+"""`assembler batch` end to end: recordings served on loopback, on this machine and on Dask."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from assembler import cli
+from assembler.batch import Job, read_jobs
+from tests.support.media import media_info
+from tests.support.recording import Manifests, RecordingBuilder
+from tests.support.server import MediaServer, serve_directory
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+RATE = 48000
+FPS = 30
+GOOD = ("rec-a", "rec-b", "rec-c", "rec-d")
+
+
+def run_batch(jobs: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "assembler", "batch", str(jobs),
+                           "--out", str(out), "--retries", "0", *extra],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def rows(out: Path) -> dict[str | None, dict[str, Any]]:
+    data = json.loads((out / "batch.json").read_text(encoding="utf-8"))
+    assert data["version"] == 1
+    return {row["id"]: row for row in data["recordings"]}
+
+
+def build(root: Path, base_url: str, shift: float) -> Manifests:
+    """Two speakers with a gap each and a webcam, small and short; `shift` varies them."""
+    recording = RecordingBuilder(root)
+    recording.audio_part(1, "Ada", 0.0, 1.0, freq=440, bitrate="32k")
+    recording.audio_part(1, "Ada", 2.0 + shift, 1.0, freq=660, bitrate="32k")
+    recording.audio_part(2, "Bob", 0.5, 1.5, freq=880, bitrate="32k")
+    recording.video_part(1, "Ada", 0.5, 1.5, colour="red", size=(64, 48))
+    return recording.write(base_url)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[MediaServer, dict[str, Manifests]]]:
+    """Six recordings under one server: four good, one broken manifest, one dead link."""
+    www = tmp_path_factory.mktemp("www")
+    with serve_directory(www) as server:
+        names = (*GOOD, "broken", "dead")
+        made = {name: build(www / name, f"{server.base_url}/{name}", 0.5 * index)
+                for index, name in enumerate(names)}
+        broken = json.loads(made["broken"].audio_parts.read_text(encoding="utf-8"))
+        broken[0]["duration"] = -1.0
+        made["broken"].audio_parts.write_text(json.dumps(broken), encoding="utf-8")
+        server.fail(f"/dead/parts/{made['dead'].expected[0].file}", 404)
+        yield server, made
+
+
+def job_line(server: MediaServer, name: str, made: Manifests) -> str:
+    # Parts manifests by URL (so a skip can be seen fetching nothing), the timeline by a path
+    # relative to the jobs file.
+    return json.dumps({"id": name, "audio_parts": server.url(f"{name}/audio_parts.json"),
+                       "video_parts": server.url(f"{name}/video_parts.json"),
+                       "speaker_timeline": f"{name}/speaker_timeline.json"}) + "\n"
+
+
+def write_jobs(path: Path, server: MediaServer, made: dict[str, Manifests],
+               names: tuple[str, ...], *, extra: str = "") -> Path:
+    path.write_text("".join(job_line(server, name, made[name]) for name in names) + extra,
+                    encoding="utf-8")
+    return path
+
+
+def assert_tracks(out: Path, made: Manifests) -> None:
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["complete"] is True
+    paths = {track["path"] for person in report["participants"] for track in person["tracks"]}
+    assert paths == {"participants/1-ada/audio.flac", "participants/1-ada/webcam.mp4",
+                     "participants/2-bob/audio.flac"}
+    for path in paths:
+        info = media_info(out / path)
+        if path.endswith(".flac"):
+            assert info.samples == round(made.duration * RATE), path
+        else:
+            assert info.frames == round(made.duration * FPS), path
+
+
+def test_batch_isolates_failures_and_skips_finished_recordings_on_rerun(
+        served: tuple[MediaServer, dict[str, Manifests]], tmp_path: Path) -> None:
+    server, made = served
+    www = made["rec-a"].root.parent
+    jobs = write_jobs(www / "jobs-local.jsonl", server, made, ("rec-a", "rec-b", "broken", "dead"),
+                      extra='{"id": "../escape", "audio_parts": "x.json"}\n')
+    out = tmp_path / "out"
+
+    first = run_batch(jobs, out, "--quiet")
+
+    assert first.returncode == 1, first.stderr
+    found = rows(out)
+    assert {key: (row["status"], row["exit"]) for key, row in found.items()} == {
+        "rec-a": ("ok", 0), "rec-b": ("ok", 0), "broken": ("invalid", 2),
+        "dead": ("failed", 3), "../escape": ("invalid", 2)}
+    assert "duration: must be >= 0" in found["broken"]["error"]
+    assert "404" in found["dead"]["error"]
+    assert found["../escape"]["error"].startswith("line 5: id '../escape'")
+    assert all(row["worker"] is None for row in found.values())
+    assert not (out.parent / "escape").exists()
+    for name in ("rec-a", "rec-b"):
+        assert_tracks(out / name, made[name])
+
+    before = Counter(server.requests)
+    second = run_batch(jobs, out, "--quiet")
+
+    assert second.returncode == 1, second.stderr
+    again = rows(out)
+    assert [again[name]["status"] for name in ("rec-a", "rec-b", "broken", "dead")] == [
+        "skipped", "skipped", "invalid", "failed"]
+    new = {path: count - before[path] for path, count in server.requests.items()
+           if count != before[path]}
+    assert new, "the unfinished recordings are tried again"
+    assert not [path for path in new if path.startswith(("/rec-a/", "/rec-b/"))]
+
+
+@pytest.mark.parametrize("content", [None, b'{"id": "caf\xe9"}\n'], ids=["missing", "latin-1"])
+def test_unreadable_jobs_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      content: bytes | None) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    if content is not None:
+        jobs.write_bytes(content)
+
+    status = cli.main(["batch", str(jobs), "--out", str(tmp_path / "out"), "--quiet"])
+
+    assert status == 2
+    assert "jobs" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "batch.json").exists()
+
+
+BAD_LINES = [
+    ("not json", "not JSON"),
+    ('["rec-1"]', "not a JSON object"),
+    ('{"audio_parts": "a.json"}', 'no "id" string'),
+    ('{"id": 7, "audio_parts": "a.json"}', 'no "id" string'),
+    ('{"id": "ok-1", "audio_parts": "a.json"}', ""),
+    ('{"id": "ok-1", "audio_parts": "b.json"}', "duplicate id (first on line 6)"),
+    *((f'{{"id": "{unsafe}", "audio_parts": "a.json"}}', "not a safe directory name")
+      for unsafe in ("../x", "a/b", "", ".", "-rf", "batch.json")),
+    ('{"id": "no-parts", "speaker_timeline": "t.json"}', "give video parts, audio parts"),
+    ('{"id": "typo", "audio_part": "a.json"}', "unknown key 'audio_part'"),
+    ('{"id": "null-src", "audio_parts": null}', "audio_parts must be a local path"),
+]
+
+
+def test_each_bad_line_is_an_invalid_row_named_by_its_number(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    # A blank line still counts, as an editor shows line numbers.
+    jobs.write_text("\n" + "\n".join(line for line, _ in BAD_LINES) + "\n", encoding="utf-8")
+
+    entries = list(read_jobs(jobs))
+
+    assert len(entries) == len(BAD_LINES)
+    for number, (entry, (_, problem)) in enumerate(zip(entries, BAD_LINES, strict=True), 2):
+        if not problem:
+            assert isinstance(entry, Job)
+            assert entry.sources.audio_parts == str(tmp_path / "a.json")
+            continue
+        assert not isinstance(entry, Job)
+        assert (entry["status"], entry["exit"]) == ("invalid", 2)
+        assert entry["error"].startswith(f"line {number}: "), entry
+        assert problem in entry["error"]
+
+
+def test_batch_on_a_dask_cluster_spreads_recordings_over_workers(
+        served: tuple[MediaServer, dict[str, Manifests]], tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    server, made = served
+    jobs = write_jobs(tmp_path / "jobs.jsonl", server, made, GOOD)
+    # The speaker timelines are paths relative to the jobs file.
+    for name in GOOD:
+        (tmp_path / name).symlink_to(made[name].root)
+    out = tmp_path / "out"
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        workers = set(cluster.scheduler_info["workers"])
+
+        done = run_batch(jobs, out, "--quiet", "--scheduler", cluster.scheduler_address)
+
+    assert done.returncode == 0, done.stderr
+    found = rows(out)
+    assert [found[name]["status"] for name in GOOD] == ["ok"] * len(GOOD)
+    used = {found[name]["worker"] for name in GOOD}
+    assert used == workers
+    for name in GOOD:
+        assert_tracks(out / name, made[name])
