@@ -53,6 +53,14 @@ def ffmpeg_binary() -> str:
     )
 
 
+@functools.cache
+def ffmpeg_version() -> tuple[int, int]:
+    """(major, minor) of the ffmpeg in use; a git build without a release number is newest."""
+    first_line = ffmpeg_output(["-version"]).decode("utf-8", "replace").splitlines() or [""]
+    match = re.search(r"version n?(\d+)\.(\d+)", first_line[0])
+    return (int(match[1]), int(match[2])) if match else (999, 0)
+
+
 def _works(binary: str) -> bool:
     try:
         done = subprocess.run([binary, "-version"], capture_output=True,

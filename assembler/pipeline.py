@@ -38,7 +38,7 @@ from .manifest import (
 from .media import MediaInfo, probe, stop_all
 from .naming import part_filenames
 from .plan import DEFAULT_FPS, Plan, TrackPlan, make_plan
-from .render import RenderedTrack, RenderSettings, VideoStrategy, render_track
+from .render import RenderedTrack, RenderSettings, render_track
 from .report import FailureEntry, Report, build_report, write_json
 
 if TYPE_CHECKING:
@@ -55,10 +55,9 @@ PARTS_DIR = "parts"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunOptions:
     duration: float | None = None
-    audio_format: str = "flac"
-    video_strategy: VideoStrategy = "auto"
     fps: Fraction = DEFAULT_FPS
     download: DownloadSettings = field(default_factory=DownloadSettings)
+    render: RenderSettings = field(default_factory=RenderSettings)
     download_only: bool = False
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)  # ffmpeg processes at once
 
@@ -69,12 +68,13 @@ class RunOptions:
             raise ValueError("jobs must be >= 1")
         if not self.fps > 0:
             raise ValueError("fps must be > 0")
-        RenderSettings(audio_format=self.audio_format, video_strategy=self.video_strategy)
 
     def fingerprint_fields(self) -> dict[str, object]:
         """What changes the output: not concurrency, retries or jobs."""
-        return {"duration": self.duration, "audio_format": self.audio_format,
-                "video_strategy": self.video_strategy, "fps": str(self.fps),
+        render = self.render
+        return {"duration": self.duration, "audio_format": render.audio_format,
+                "video_strategy": render.video_strategy, "x264_preset": render.x264_preset,
+                "crf": render.crf, "fps": str(self.fps),
                 "download_only": self.download_only}
 
 
@@ -111,7 +111,7 @@ async def plan_recording(sources: Sources, options: RunOptions) -> tuple[Documen
     documents = await load_documents(sources, _fetcher(options.download))
     files = part_filenames((part.id, part.download_url)
                            for part in (*documents.audio_parts, *documents.video_parts))
-    plan = make_plan(documents, duration=options.duration, audio_format=options.audio_format,
+    plan = make_plan(documents, duration=options.duration, audio_format=options.render.audio_format,
                      fps=options.fps, part_files=files)
     return documents, plan
 
@@ -217,8 +217,7 @@ async def _render_all(tracks: list[TrackPlan], files: Mapping[str, Path],
                       probes: Mapping[str, MediaInfo], out_dir: Path,
                       options: RunOptions, events: RunEvents | None
                       ) -> tuple[list[RenderedTrack], dict[str, AssemblerError]]:
-    settings = RenderSettings(audio_format=options.audio_format,
-                              video_strategy=options.video_strategy)
+    settings = options.render
     slots = asyncio.Semaphore(options.jobs)
     rendered: list[RenderedTrack] = []
     failed: dict[str, AssemblerError] = {}

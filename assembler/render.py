@@ -12,8 +12,10 @@ only `render_track` touches files and runs ffmpeg.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -21,10 +23,10 @@ from typing import Any, Literal
 
 import ffmpeg
 
-from .concat import copy_track
+from .concat import Entry, concat_list, copy_argv, copy_track
 from .errors import CopyNotPossibleError, MediaError, RenderError
 from .media import MediaInfo, ffmpeg_binary, file_arg, run_ffmpeg
-from .plan import AUDIO_RATE, TrackPlan
+from .plan import AUDIO_RATE, TrackPlan, split
 
 __all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track", "video_encode_argv"]
 
@@ -48,12 +50,17 @@ class RenderSettings:
     video_strategy: VideoStrategy = "auto"
     x264_preset: str = "veryfast"
     crf: int = 20
+    # Parts one ffmpeg process decodes at most: each open input holds a demuxer and a
+    # decoder, so a meeting with hundreds of parts is rendered in pieces and joined.
+    max_parts_per_process: int = 32
 
     def __post_init__(self) -> None:
         if self.audio_format not in AUDIO_CODECS:
             raise ValueError(f"audio format must be one of {', '.join(AUDIO_CODECS)}")
         if self.video_strategy not in ("auto", "copy", "encode"):
             raise ValueError("video strategy must be auto, copy or encode")
+        if self.max_parts_per_process < 1:
+            raise ValueError("max_parts_per_process must be >= 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,9 +102,8 @@ def audio_channels(probes: Mapping[str, MediaInfo]) -> int:
     return max((info.audio.channels for info in probes.values() if info.audio), default=1)
 
 
-def audio_argv(track: TrackPlan, parts: Mapping[str, Path], channels: int, output: Path,
-               audio_format: str) -> list[str]:
-    """ffmpeg arguments (no binary) rendering an audio track exactly `track.length` samples."""
+def _audio_graph(track: TrackPlan, parts: Mapping[str, Path], channels: int) -> Any:
+    """The track's audio, exactly `track.length` samples: parts placed, silence between."""
     layout = LAYOUTS.get(channels, "stereo")
     pieces = []
     for placed in _placements(track):
@@ -113,9 +119,29 @@ def audio_argv(track: TrackPlan, parts: Mapping[str, Path], channels: int, outpu
         if placed.lead:
             stream = stream.filter("adelay", delays=f"{placed.lead}S", all=1)
         pieces.append(stream.filter("asetpts", "N/SR/TB"))
+    return ffmpeg.concat(*pieces, v=0, a=1)
+
+
+def audio_argv(track: TrackPlan, parts: Mapping[str, Path], channels: int, output: Path,
+               audio_format: str) -> list[str]:
+    """ffmpeg arguments (no binary) rendering an audio track exactly `track.length` samples."""
     muxer, codec = AUDIO_CODECS[audio_format]
-    joined = ffmpeg.concat(*pieces, v=0, a=1)
-    return _compile(joined.output(file_arg(output), f=muxer, ar=AUDIO_RATE, **codec))
+    return _compile(_audio_graph(track, parts, channels).output(
+        file_arg(output), f=muxer, ar=AUDIO_RATE, **codec))
+
+
+def audio_piece_argv(piece: TrackPlan, parts: Mapping[str, Path], channels: int,
+                     output: Path) -> list[str]:
+    """A piece of a long audio track as float PCM: joining pieces loses nothing."""
+    return _compile(_audio_graph(piece, parts, channels).output(
+        file_arg(output), f="wav", acodec="pcm_f32le", ar=AUDIO_RATE))
+
+
+def audio_join_argv(listing: Path, output: Path, audio_format: str) -> list[str]:
+    """Join the PCM pieces named in an ffconcat `listing`, encoding the track once."""
+    muxer, codec = AUDIO_CODECS[audio_format]
+    return _compile(ffmpeg.input(file_arg(listing), f="concat", safe=0).audio.output(
+        file_arg(output), f=muxer, ar=AUDIO_RATE, **codec))
 
 
 def video_size(probes: Mapping[str, MediaInfo]) -> tuple[int, int]:
@@ -153,7 +179,18 @@ def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path], size: tuple[i
     joined = ffmpeg.concat(*pieces, v=1, a=0)
     return _compile(joined.output(
         file_arg(output), f="mp4", vcodec="libx264", preset=preset, crf=crf, pix_fmt="yuv420p",
-        r=rate, fps_mode="cfr", movflags="+faststart", an=None))
+        r=rate, fps_mode="cfr", movflags="+faststart", an=None,
+        video_track_timescale=timescale(track.rate)))
+
+
+def timescale(rate: Fraction) -> int:
+    """An MP4 time scale in which every frame lasts a whole number of ticks.
+
+    Pieces of one track share it, so they join by stream copy without drift.
+    """
+    if (90000 * rate.denominator) % rate.numerator == 0:
+        return 90000  # 24, 25, 30, 60 and their /1001 rates
+    return rate.numerator * math.ceil(10000 / rate.numerator)
 
 
 def _rate_text(rate: Fraction) -> str:
@@ -223,8 +260,7 @@ def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
 def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
                output: Path, settings: RenderSettings) -> RenderedTrack:
     if track.kind == "audio":
-        run_ffmpeg(audio_argv(track, parts, audio_channels(probes), output,
-                              settings.audio_format))
+        _encode_audio(track, parts, probes, output, settings)
         return RenderedTrack(track=track, path=output, strategy="encode")
     reason = None
     if settings.video_strategy != "encode":
@@ -240,6 +276,54 @@ def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str,
                 raise
             # auto stays safe: a copy that fails for any other reason falls back to encode.
             reason = f"stream copy failed: {error}"
-    run_ffmpeg(video_encode_argv(track, parts, video_size(probes), output,
-                                 preset=settings.x264_preset, crf=settings.crf))
+    _encode_video(track, parts, probes, output, settings)
     return RenderedTrack(track=track, path=output, strategy="encode", reason=reason)
+
+
+def _encode_audio(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
+                  output: Path, settings: RenderSettings) -> None:
+    channels = audio_channels(probes)
+    pieces = split(track, settings.max_parts_per_process)
+    if len(pieces) == 1:
+        run_ffmpeg(audio_argv(track, parts, channels, output, settings.audio_format))
+        return
+    with _scratch(output) as scratch:
+        listing = _render_pieces(pieces, scratch, ".wav", lambda piece, path: audio_piece_argv(
+            piece, parts, channels, path))
+        run_ffmpeg(audio_join_argv(listing, output, settings.audio_format))
+
+
+def _encode_video(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
+                  output: Path, settings: RenderSettings) -> None:
+    size = video_size(probes)
+
+    def argv(piece: TrackPlan, path: Path) -> list[str]:
+        return video_encode_argv(piece, parts, size, path, preset=settings.x264_preset,
+                                 crf=settings.crf)
+
+    pieces = split(track, settings.max_parts_per_process)
+    if len(pieces) == 1:
+        run_ffmpeg(argv(track, output))
+        return
+    with _scratch(output) as scratch:
+        listing = _render_pieces(pieces, scratch, ".mp4", argv)
+        # Same encoder settings in every piece: their streams join by copy.
+        run_ffmpeg(copy_argv(listing, output, time_base=Fraction(1, timescale(track.rate)),
+                             in_band=False))
+
+
+def _scratch(output: Path) -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.pieces-")
+
+
+def _render_pieces(pieces: Sequence[TrackPlan], scratch: str, suffix: str,
+                   argv: Callable[[TrackPlan, Path], list[str]]) -> Path:
+    """Render each piece to its own file; return the ffconcat list that joins them."""
+    entries = []
+    for index, piece in enumerate(pieces):
+        path = Path(scratch) / f"{index:05d}{suffix}"
+        run_ffmpeg(argv(piece, path))
+        entries.append(Entry(path=path, duration=Fraction(piece.length) / piece.rate))
+    listing = Path(scratch) / "pieces.ffconcat"
+    listing.write_text(concat_list(entries), encoding="utf-8")
+    return listing

@@ -45,18 +45,6 @@ def rewrite_manifests(target: Path, netloc: str) -> list[str]:
     return options
 
 
-def print_tracks(out: Path) -> None:
-    """Say where the tracks are, from report.json when the run wrote one."""
-    report = out / "report.json"
-    if not report.is_file():
-        print(f"no report.json in {out}", file=sys.stderr)
-        return
-    print(f"tracks in {out}:")
-    for participant in json.loads(report.read_text(encoding="utf-8"))["participants"]:
-        for track in participant["tracks"]:
-            print(f"  {out / track['path']}  ({track['duration']:.3f} s, {track['strategy']})")
-
-
 async def run(out: Path) -> int:
     """Serve the parts, run assembler against them, stop serving; return its exit status."""
     app = web.Application()
@@ -75,7 +63,6 @@ async def run(out: Path) -> int:
             status = await process.wait()
     finally:
         await runner.cleanup()
-    print_tracks(out)
     # A signal-killed child reports -N; a shell would say 128+N.
     return status if status >= 0 else 128 - status
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from assembler.media import ffmpeg_version
 from tests.support.media import (
     active_spans,
     colour_spans,
@@ -233,6 +235,13 @@ def test_every_audio_format_starts_on_time_and_lasts_exactly(
                    "--duration", "2", "--audio-format", fmt, "--quiet")
     assert done.returncode == 0, done.stderr
     samples = decode_audio(tmp_path / f"participants/1-ada/audio.{fmt}", rate=None)
+    if fmt == "m4a" and ffmpeg_version() < (6, 0):
+        # ffmpeg 5's MP4 demuxer ignores the edit list's end: the encoder's zero padding
+        # (under one 1024-sample AAC frame) shows; players and newer ffmpeg trim it.
+        padding = samples[2 * RATE:]
+        assert len(padding) < 1024
+        assert not np.any(padding)
+        samples = samples[:2 * RATE]
     assert len(samples) == 2 * RATE
     ((start, end),) = active_spans(samples, RATE, threshold=0.05)
     assert start <= 0.002
@@ -279,3 +288,44 @@ def test_json_logs_are_one_object_per_line_without_secrets(
     assert {line["level"] for line in lines} <= {"debug", "info"}
     assert "X-Amz-Signature" not in done.stderr + done.stdout
     assert "X-Amz-Signature" not in (tmp_path / "report.json").read_text()
+
+
+@pytest.mark.parametrize("kind", ["audio", "webcam"])
+def test_a_track_rendered_in_pieces_is_the_same_track(tmp_path: Path, kind: str) -> None:
+    """Hundreds of parts are rendered a few at a time and joined, exactly."""
+    from assembler.manifest import Sources
+    from assembler.pipeline import RunOptions, run_recording
+    from assembler.render import RenderSettings
+
+    build = RecordingBuilder(tmp_path / "www")
+    starts = [0.25, 1.0, 1.75, 2.75, 3.5]
+    colours = ["red", "green", "blue", "yellow", "magenta"]
+    for index, start in enumerate(starts):
+        if kind == "audio":
+            build.audio_part(1, "Ada", start, 0.5, freq=300 + 100 * index, ext=".wav")
+        else:
+            build.video_part(1, "Ada", start, 0.5, colour=colours[index], size=(64, 48), fps=10)
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        source = manifests.audio_parts if kind == "audio" else manifests.video_parts
+        sources = Sources(**{f"{'audio' if kind == 'audio' else 'video'}_parts": str(source)})
+        options = RunOptions(duration=4.5, render=RenderSettings(
+            video_strategy="encode", max_parts_per_process=2))
+        outcome = asyncio.run(run_recording(sources, tmp_path / "out", options))
+    assert outcome.report is not None
+    ((track,),) = [person["tracks"] for person in outcome.report["participants"]]
+    path = tmp_path / "out" / track["path"]
+    if kind == "audio":
+        samples = decode_audio(path, rate=None)
+        assert len(samples) == 4.5 * RATE
+        spans = active_spans(samples, RATE)
+        assert [round(start, 3) for start, _ in spans] == starts
+        assert all(abs(end - start - 0.5) <= 0.002 for start, end in spans)
+    else:
+        assert decode_errors(path) == ""
+        frames = decode_frames(path)[:, 4:8, 5:11]
+        assert len(frames) == 4.5 * FPS
+        for start, colour in zip(starts, colours, strict=True):
+            ((first, last),) = colour_spans(frames, colour, tol=60)
+            assert abs(first - start * FPS) <= 1
+            assert abs(last - (start + 0.5) * FPS) <= 1
