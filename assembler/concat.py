@@ -26,9 +26,11 @@ B-frames. A part with B-frames whose slot ends inside a reordered run is not cop
 
 from __future__ import annotations
 
+import functools
 import itertools
 import statistics
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -464,8 +466,7 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
         layout = pieces(placed, probes)
         delay = black_delay(layout, placed.rate)
         assert delay is not None, "copy_blocker checks that some delay fits"
-        black = _make_black(black_runs(layout), _black_spec(placed.rate, delay, probes),
-                            scratch, preset)
+        black = _make_black(black_runs(layout), _black_spec(placed.rate, delay, probes), preset)
         extradata = {probe.packets.extradata for probe in probes.values() if probe.packets}
         if black is not None:
             extradata.add(black.packets.extradata)
@@ -492,23 +493,52 @@ def _black_spec(rate: Fraction, delay: int, probes: Mapping[str, PartProbe]) -> 
                      level_idc=probe.headers.level_idc, delay=delay)
 
 
-def _make_black(runs: Sequence[int], spec: BlackSpec, scratch: Path, preset: str
-                ) -> BlackGop | None:
+def _make_black(runs: Sequence[int], spec: BlackSpec, preset: str) -> BlackGop | None:
     if not runs:
         return None
     frames = gop_frames(runs, spec.rate)
-    path = _encode_black(spec, frames, scratch, preset)
-    packets = read_packets(path)
+    path = BLACK.file(spec, frames, preset)
+    packets = _black_packets(path)
     if lead(packets) != spec.delay / spec.rate:
         raise CopyNotPossibleError(f"x264 black did not get a B-frame delay of {spec.delay} "
                                    "frames")
     needed = remainders_needed(runs, frames, packets, spec.rate)
     return BlackGop(path=path, frames=frames, rate=spec.rate, packets=packets,
-                    remainders={count: _encode_black(spec, count, scratch, preset)
+                    remainders={count: BLACK.file(spec, count, preset)
                                 for count in sorted(needed)})
 
 
-def _encode_black(spec: BlackSpec, frames: int, scratch: Path, preset: str) -> Path:
-    path = scratch / f"black-{frames}.mp4"
-    run_ffmpeg(black_argv(spec, frames, path, preset=preset))
-    return path
+@functools.cache
+def _black_packets(path: Path) -> PacketTrace:
+    return read_packets(path)
+
+
+class BlackCache:
+    """Black segments this process has encoded, by everything that shapes them.
+
+    Tracks with one webcam's settings (across a whole batch) share their black:
+    it is encoded once. The files live in a temporary directory removed when
+    the process exits.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: dict[tuple[BlackSpec, int, str], Path] = {}
+        self._directory: tempfile.TemporaryDirectory[str] | None = None
+
+    def file(self, spec: BlackSpec, frames: int, preset: str) -> Path:
+        """The file of `frames` black frames to `spec`, encoded on first use."""
+        key = (spec, frames, preset)
+        with self._lock:
+            if key in self._files:
+                return self._files[key]
+            if self._directory is None:
+                self._directory = tempfile.TemporaryDirectory(prefix="assembler-black-")
+            path = Path(self._directory.name) / f"black-{len(self._files)}-{frames}.mp4"
+            # Encoded under the lock: two tracks needing the same black wait for one encode.
+            run_ffmpeg(black_argv(spec, frames, path, preset=preset))
+            self._files[key] = path  # only once it is whole
+        return path
+
+
+BLACK = BlackCache()

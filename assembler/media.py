@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 from .errors import FFmpegError, FFmpegNotFoundError, MediaError
 
 __all__ = ["AudioStream", "MediaInfo", "PacketTrace", "VideoStream", "ffmpeg_binary", "file_arg",
-           "first_access_unit", "probe", "read_packets", "run_ffmpeg"]
+           "first_access_unit", "probe", "probe_many", "read_packets", "run_ffmpeg"]
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +165,10 @@ class MediaInfo:
 _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "quad": 4,
                     "4.0": 4, "4.1": 5, "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6,
                     "6.1": 7, "7.1": 8}
-_INPUT = re.compile(r"^Input #0, ([^,]+(?:,[^,\s]+)*), from ", re.M)
+_INPUT = re.compile(r"^Input #(\d+), ([^,]+(?:,[^,\s]+)*), from .*$", re.M)
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _START = re.compile(r"start: (-?\d+(?:\.\d+)?)")
-_STREAM = re.compile(r"^\s*Stream #0:(\d+)\S*: (\w+): (.*)$", re.M)
+_STREAM = re.compile(r"^\s*Stream #\d+:(\d+)\S*: (\w+): (.*)$", re.M)
 _CODEC = re.compile(r"^(\w+)(?: \(([^)]*)\))?")
 _SIZE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")
 _SAR = re.compile(r"SAR (\d+):(\d+)")
@@ -178,22 +179,51 @@ _CHANNELS = re.compile(r"Hz, ([^,]+)")
 
 def probe(path: Path) -> MediaInfo:
     """Read container, duration and the first audio and video stream of `path`."""
-    stderr = run_ffmpeg(["-i", file_arg(path)], check=False)
-    container = _INPUT.search(stderr)
-    if container is None:
-        raise MediaError(f"{path.name}: not readable media ({_last_line(stderr)})")
+    result = probe_many([path])[path]
+    if isinstance(result, MediaError):
+        raise result
+    return result
+
+
+def probe_many(paths: Sequence[Path], group: int = 32) -> dict[Path, MediaInfo | MediaError]:
+    """Probe many files with one ffmpeg per `group` of them: each start costs more than a probe.
+
+    ffmpeg describes its inputs one by one and stops at the first it cannot
+    open; that one gets its error and the rest are probed again.
+    """
+    results: dict[Path, MediaInfo | MediaError] = {}
+    pending = list(paths)
+    while pending:
+        batch = pending[:group]
+        stderr = run_ffmpeg([arg for path in batch for arg in ("-i", file_arg(path))],
+                            check=False)
+        sections = _INPUT.split(stderr)[1:]  # (index, format, text) for each described input
+        described = len(sections) // 3
+        for index in range(described):
+            results[batch[index]] = _media_info(sections[3 * index + 1],
+                                                sections[3 * index + 2])
+        if described < len(batch):
+            failed = batch[described]
+            results[failed] = MediaError(f"{failed.name}: not readable media "
+                                         f"({_last_line(stderr)})")
+            described += 1
+        pending = pending[described:]
+    return results
+
+
+def _media_info(container: str, text: str) -> MediaInfo:
     audio: AudioStream | None = None
     video: VideoStream | None = None
-    streams = _STREAM.findall(stderr)
+    streams = _STREAM.findall(text)
     for index, kind, description in streams:
         if kind == "Audio" and audio is None:
             audio = _audio_stream(description)
         elif kind == "Video" and video is None and "attached pic" not in description:
             video = _video_stream(description, int(index))
-    duration = _DURATION.search(stderr)
-    start = _START.search(stderr)
+    duration = _DURATION.search(text)
+    start = _START.search(text)
     return MediaInfo(
-        format=container.group(1),
+        format=container,
         duration=(int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]))
         if duration else None,
         start=float(start[1]) if start else 0.0,

@@ -35,7 +35,7 @@ from .manifest import (
     load_document,
     load_documents,
 )
-from .media import MediaInfo, probe, stop_all
+from .media import MediaInfo, probe_many, stop_all
 from .naming import part_filenames
 from .plan import DEFAULT_FPS, Plan, TrackPlan, make_plan
 from .render import RenderedTrack, RenderSettings, render_track
@@ -196,20 +196,22 @@ async def _probe_all(files: Mapping[str, Path], jobs: int
     Moving it aside (`<file>.unreadable`) keeps the evidence and lets a rerun
     fetch the part again instead of taking the bad file for a complete one.
     """
-    slots = asyncio.Semaphore(jobs)
+    paths = list(files.values())
+    shares = [paths[index::jobs] for index in range(min(jobs, len(paths)))]
+    found: dict[Path, MediaInfo | MediaError] = {}
+    for share in await asyncio.gather(*(asyncio.to_thread(probe_many, share)
+                                        for share in shares)):
+        found.update(share)
     probes: dict[str, MediaInfo] = {}
     unreadable: dict[str, AssemblerError] = {}
-
-    async def probe_one(part_id: str, path: Path) -> None:
-        async with slots:
-            try:
-                probes[part_id] = await asyncio.to_thread(probe, path)
-            except MediaError as exc:
-                log.error("part %s: %s", part_id, exc)
-                unreadable[part_id] = exc
-                path.replace(path.with_name(path.name + ".unreadable"))
-
-    await asyncio.gather(*(probe_one(part_id, path) for part_id, path in files.items()))
+    for part_id, path in files.items():
+        result = found[path]
+        if isinstance(result, MediaError):
+            log.error("part %s: %s", part_id, result)
+            unreadable[part_id] = result
+            path.replace(path.with_name(path.name + ".unreadable"))
+        else:
+            probes[part_id] = result
     return probes, unreadable
 
 
