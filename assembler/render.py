@@ -160,7 +160,9 @@ def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path], size: tuple[i
     rate = _rate_text(track.rate)
     pieces = []
     for placed in _placements(track):
-        stream = (ffmpeg.input(file_arg(parts[placed.part_id])).video
+        # A part may change resolution midway (WebRTC adapts to bandwidth); rebuilding the
+        # whole graph then would restart every trim and concat: let `scale` absorb it.
+        stream = (ffmpeg.input(file_arg(parts[placed.part_id]), reinit_filter=0).video
                   # Timestamps from the part's first frame, then a constant rate.
                   .filter("setpts", "PTS-STARTPTS")
                   .filter("fps", fps=rate)

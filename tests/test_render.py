@@ -1,0 +1,96 @@
+"""Rendering against awkward parts, and parts that cannot be used, measured by decoding."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from assembler.media import file_arg, probe
+from assembler.plan import Slot, TrackPlan, place
+from assembler.render import RenderSettings, render_track
+from tests.support.media import (
+    colour_spans,
+    decode_errors,
+    decode_frames,
+    ffmpeg,
+    make_colour_video,
+)
+from tests.support.recording import RecordingBuilder
+from tests.support.server import serve_directory
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+FPS = 30
+
+
+def webcam_track(start: float, end: float, length: int) -> TrackPlan:
+    slots = (Slot(part_id="cam", start=Fraction(start), end=Fraction(end)),)
+    return TrackPlan(participant_id=1, kind="webcam", path="webcam.mp4", rate=Fraction(FPS),
+                     length=length, slots=slots, segments=place(slots, length, Fraction(FPS)))
+
+
+def test_resolution_change_inside_a_part_keeps_every_frame_in_place(tmp_path: Path) -> None:
+    # WebRTC senders drop resolution with bandwidth: one VP8 stream, two sizes.
+    first = make_colour_video(tmp_path / "a.webm", seconds=1.0, colour="red", size=(320, 240),
+                              fps=15, codec="vp8")
+    second = make_colour_video(tmp_path / "b.webm", seconds=1.0, colour="blue",
+                               size=(160, 120), fps=15, codec="vp8")
+    listing = tmp_path / "list.ffconcat"
+    listing.write_text(f"ffconcat version 1.0\nfile '{first.name}'\nfile '{second.name}'\n")
+    part = tmp_path / "cam.webm"
+    ffmpeg(["-f", "concat", "-safe", "0", "-i", file_arg(listing), "-c", "copy",
+            file_arg(part)])
+    track = webcam_track(1.0, 3.0, 4 * FPS)
+    rendered = render_track(track, {"cam": part}, {"cam": probe(part)}, tmp_path / "out",
+                            RenderSettings())
+    assert decode_errors(rendered.path) == ""
+    frames = decode_frames(rendered.path)
+    assert len(frames) == 4 * FPS
+    assert colour_spans(frames, "red", tol=60) == [(30, 60)]
+    assert colour_spans(frames, "blue", tol=60) == [(60, 90)]
+    assert colour_spans(frames, "black", tol=20) == [(0, 30), (90, 120)]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "assembler", "run", *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_unusable_parts_fail_their_tracks_only(tmp_path: Path) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    corrupt = build.audio_part(1, "Ada", 0.0, 1.0, ext=".wav")
+    silent_video = build.video_part(2, "Bob", 0.0, 1.0, colour="red", size=(64, 48), fps=10)
+    build.audio_part(3, "Cy", 0.0, 1.0, ext=".wav")
+    # Ada's part is garbage behind a 200; Bob's audio "part" is a video without sound.
+    (build.parts_dir / corrupt.file).write_bytes(b"\x00\x01garbage" * 1000)
+    manifests = build.write("http://127.0.0.1:1")
+    audio = json.loads(manifests.audio_parts.read_text())
+    video = json.loads(manifests.video_parts.read_text())
+    bob = {**video[0], "id": "bob-audio"}
+    del bob["type"]
+    manifests.audio_parts.write_text(json.dumps([*audio, bob]))
+    with serve_directory(build.root) as server:
+        for document in (manifests.audio_parts, manifests.video_parts):
+            document.write_text(document.read_text().replace("http://127.0.0.1:1",
+                                                             server.base_url))
+        out = tmp_path / "out"
+        done = run_cli("--out", str(out), "--audio-parts", str(manifests.audio_parts),
+                       "--video-parts", str(manifests.video_parts), "--quiet")
+    report = json.loads((out / "report.json").read_text())
+    written = {track["path"] for person in report["participants"] for track in person["tracks"]}
+    assert written == {"participants/2-bob/webcam.mp4", "participants/3-cy/audio.flac"}
+    failures = {(f["part"], f.get("track")): f["error"] for f in report["failures"]}
+    assert failures.keys() == {(corrupt.part_id, None), (None, "participants/2-bob/audio.flac")}
+    assert "not readable media" in failures[corrupt.part_id, None]
+    assert "has no audio stream" in failures[None, "participants/2-bob/audio.flac"]
+    # The unreadable part is set aside, so a rerun fetches it again.
+    assert (out / "parts" / (corrupt.file + ".unreadable")).is_file()
+    assert not (out / "parts" / corrupt.file).exists()
+    assert done.returncode == 3
+    assert report["complete"] is False
+    bob_tracks = next(p["tracks"] for p in report["participants"] if p["id"] == 2)
+    assert [track["parts"] for track in bob_tracks] == [[silent_video.part_id]]
