@@ -45,6 +45,7 @@ from .media import (
     first_access_unit,
     read_packets,
     run_ffmpeg,
+    sequence_parameter_sets,
 )
 from .plan import TrackPlan, to_units
 
@@ -94,6 +95,7 @@ class PartProbe:
     video: VideoStream
     packets: PacketTrace | None = None
     headers: H264Headers | None = None
+    parameter_sets: int = 1  # distinct SPS in the stream: more means it changes midway
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,7 +159,8 @@ def _deep_probe(probe: PartProbe, info: MediaInfo, extract: Path) -> PartProbe:
                     *_timescale(probe.video.time_base), "-f", "mp4", file_arg(path)])
         stream = 0
     return PartProbe(path=path, video=probe.video, packets=read_packets(path, stream),
-                     headers=parse_h264_headers(first_access_unit(path, stream)))
+                     headers=parse_h264_headers(first_access_unit(path, stream)),
+                     parameter_sets=len(sequence_parameter_sets(path, stream)))
 
 
 def _timescale(time_base: Fraction | None) -> list[str]:
@@ -202,6 +205,9 @@ def _packet_blocker(track: TrackPlan, probes: Mapping[str, PartProbe]) -> str | 
             return f"part {part_id} has no readable H.264 packets"
         if not (probe.headers.idr and probe.packets.keyframe[0]):
             return f"part {part_id} does not start with an IDR frame"
+        if probe.parameter_sets > 1:
+            # Copied, the stream would change size or format mid-track: many players can't.
+            return f"part {part_id} changes its H.264 parameters (size or format) midway"
         if probe.headers.profile_idc not in X264_PROFILES:
             return f"part {part_id} has H.264 profile_idc {probe.headers.profile_idc}, " \
                    "which x264 cannot match for black"

@@ -22,7 +22,8 @@ from pathlib import Path
 from .errors import FFmpegError, FFmpegNotFoundError, MediaError
 
 __all__ = ["AudioStream", "MediaInfo", "PacketTrace", "VideoStream", "ffmpeg_binary", "file_arg",
-           "first_access_unit", "probe", "probe_many", "read_packets", "run_ffmpeg"]
+           "first_access_unit", "probe", "probe_many", "read_packets", "run_ffmpeg",
+           "sequence_parameter_sets"]
 
 log = logging.getLogger(__name__)
 
@@ -308,3 +309,15 @@ def first_access_unit(path: Path, stream: int = 0) -> bytes:
     """The first H.264 packet of `stream` in Annex B form, parameter sets (SPS/PPS) in front."""
     return ffmpeg_output(["-i", file_arg(path), "-map", f"0:{stream}", "-c", "copy",
                           "-bsf:v", "h264_mp4toannexb", "-frames:v", "1", "-f", "h264", "-"])
+
+
+def sequence_parameter_sets(path: Path, stream: int = 0) -> set[bytes]:
+    """Every distinct H.264 SPS in video stream `stream`, in-band ones included.
+
+    More than one means the stream changes size or format midway.
+    """
+    data = ffmpeg_output(["-i", file_arg(path), "-map", f"0:{stream}", "-c", "copy",
+                          "-bsf:v", "h264_mp4toannexb,filter_units=pass_types=7",
+                          "-f", "h264", "-"])
+    # Start codes are 00 00 01 or 00 00 00 01: strip the zeros either way leaves.
+    return {unit.strip(b"\x00") for unit in data.split(b"\x00\x00\x01")} - {b""}

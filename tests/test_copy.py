@@ -389,3 +389,22 @@ def test_mismatched_sizes_fail_copy_and_encode_under_auto(webcam_parts: dict[str
     assert (rendered.strategy, rendered.reason) == (
         "encode", "parts differ in frame size (320x240 vs 640x480)")
     assert_placed(rendered, COLOURS)
+
+
+def test_a_part_that_changes_size_midway_is_encoded_not_copied(tmp_path: Path) -> None:
+    # Two sizes in one stream, SPS in-band (avc3), as a sender adapting to bandwidth makes.
+    first = make_webcam_part(tmp_path / "a.ts", seconds=1.0, colour="red")
+    second = make_webcam_part(tmp_path / "b.ts", seconds=1.0, colour="blue", size=(160, 120))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    part = tmp_path / "cam.mp4"
+    ffmpeg(["-y", "-i", file_arg(joined), "-c", "copy", "-tag:v", "avc3", file_arg(part)])
+    plan = track([("cam", Fraction(0), Fraction(2))], Fraction(2))
+    with pytest.raises(CopyNotPossibleError, match=r"changes its H\.264 parameters"):
+        render(plan, {"cam": part}, tmp_path, "copy")
+    rendered = render(plan, {"cam": part}, tmp_path, "auto")
+    assert rendered.strategy == "encode"
+    frames = decode_frames(rendered.path)
+    assert len(frames) == 2 * RATE
+    assert colour_spans(frames, "red") == [(0, RATE)]
+    assert colour_spans(frames, "blue") == [(RATE, 2 * RATE)]
