@@ -1,11 +1,13 @@
 """assembler: turn a meeting recording's per-participant parts into aligned tracks.
 
 The library API, stage by stage: load the documents, plan the timeline,
-download the parts, render the tracks, report; `run_recording` does all of it.
+download the parts, render the tracks, report; `run_recording` does all of it
+for one recording, `run_batch` for a jobs file of them.
 """
 
 from __future__ import annotations
 
+from .batch import BatchOutcome, run_batch
 from .download import DownloadResults, DownloadSettings, PartDownload, download_parts
 from .errors import AssemblerError
 from .manifest import Documents, Sources, load_documents
@@ -16,6 +18,7 @@ from .report import Report, build_report
 
 __all__ = [
     "AssemblerError",
+    "BatchOutcome",
     "Documents",
     "DownloadResults",
     "DownloadSettings",
@@ -35,5 +38,6 @@ __all__ = [
     "plan_as_json",
     "plan_recording",
     "render_track",
+    "run_batch",
     "run_recording",
 ]

@@ -26,7 +26,7 @@ from .download import (
     download_parts,
     fetch_document,
 )
-from .errors import AssemblerError, ManifestError, MediaError
+from .errors import AssemblerError, ManifestError, MediaError, StorageError
 from .manifest import (
     Documents,
     Sources,
@@ -185,7 +185,11 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
                     for path, error in render_failures.items())
     report = build_report(plan, rendered, failures, out_dir,
                           inputs_fingerprint(sources, options))
-    write_json(out_dir / REPORT_NAME, report)
+    try:
+        write_json(out_dir / REPORT_NAME, report)
+    except OSError as exc:
+        raise StorageError("", f"cannot write {out_dir / REPORT_NAME}: "
+                               f"{exc.strerror or exc}") from exc
     return RunOutcome(report=report, download_failures=lost, render_failures=render_failures)
 
 

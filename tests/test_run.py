@@ -329,3 +329,28 @@ def test_a_track_rendered_in_pieces_is_the_same_track(tmp_path: Path, kind: str)
             ((first, last),) = colour_spans(frames, colour, tol=60)
             assert abs(first - start * FPS) <= 1
             assert abs(last - (start + 0.5) * FPS) <= 1
+
+
+def test_download_only_fetches_every_part_and_renders_nothing(
+        messy: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    _, manifests = messy
+    done = run_cli("--out", str(tmp_path), *manifests.cli_args(), "--download-only",
+                   "--duration", "1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    # Every part, even those past a --duration that would leave them out of the tracks.
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == sorted(
+        s.file for s in manifests.expected)
+    assert not (tmp_path / "participants").exists()
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_read_only_output_is_one_line_and_exit_3(
+        expiring: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    _, manifests = expiring
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "parts").write_text("a file where the parts directory should be")
+    done = run_cli("--out", str(out), *manifests.cli_args(), "--quiet")
+    assert done.returncode == 3
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: cannot create ")
