@@ -37,9 +37,9 @@ def part(part_id: str, who: int, start: float, duration: float, *, kind: str | N
 
 def documents(audio: Sequence[dict[str, Any]] = (),
               video: Sequence[dict[str, Any]] = ()) -> Documents:
-    return Documents(
-        audio_parts=tuple(parse_document(json.dumps(list(audio)).encode(), AUDIO_PARTS, "a")),
-        video_parts=tuple(parse_document(json.dumps(list(video)).encode(), VIDEO_PARTS, "v")))
+    audio_parts = parse_document(json.dumps(list(audio)).encode(), AUDIO_PARTS, "a")
+    video_parts = parse_document(json.dumps(list(video)).encode(), VIDEO_PARTS, "v")
+    return Documents(audio_parts=tuple(audio_parts), video_parts=tuple(video_parts))
 
 
 def spans(segments: tuple[Segment, ...]) -> list[tuple[int, int, str | None]]:
