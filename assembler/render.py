@@ -216,20 +216,26 @@ def _check_streams(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> None:
             raise MediaError(f"part {part_id} has no {needed} stream")
 
 
-def _short_media_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo]
-                          ) -> tuple[tuple[str, str], ...]:
+# `ffmpeg -i` prints durations to 10 ms and AAC frames last 21 ms: closer than
+# this, media and slot agree as far as anyone can tell.
+_LENGTH_TOLERANCE = 0.025
+
+
+def _length_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo]
+                     ) -> tuple[tuple[str, str], ...]:
+    """A warning for each part whose media is clearly shorter (padded) or longer (cut)."""
+    tolerance = max(_LENGTH_TOLERANCE, 1 / float(track.rate))
     warnings = []
     for segment in track.segments:
-        if segment.part_id is None:
+        media = probes[segment.part_id].duration if segment.part_id else None
+        if segment.part_id is None or media is None:
             continue
-        media = probes[segment.part_id].duration
         slot = track.seconds(segment.length)
-        if media is not None and media + 1 / float(track.rate) < slot:
-            warnings.append((segment.part_id,
-                             f"media is {media:.3f} s, shorter than its {slot:.3f} s slot; padded"))
-        elif media is not None and media - 1 / float(track.rate) > slot:
-            warnings.append((segment.part_id,
-                             f"media is {media:.3f} s, longer than its {slot:.3f} s slot; cut"))
+        if abs(media - slot) > tolerance:
+            verdict = "shorter" if media < slot else "longer"
+            action = "padded" if media < slot else "cut"
+            warnings.append((segment.part_id, f"media is {media:.3f} s, {verdict} than its "
+                                              f"{slot:.3f} s slot; {action}"))
     return tuple(warnings)
 
 
@@ -247,7 +253,7 @@ def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
     temporary = _temporary(output)
     probes = {part_id: probes[part_id] for part_id in track.parts}  # this track's parts only
     _check_streams(track, probes)
-    warnings = _short_media_warnings(track, probes)
+    warnings = _length_warnings(track, probes)
     try:
         rendered = _render_to(track, parts, probes, temporary, settings)
         os.replace(temporary, output)
