@@ -111,8 +111,8 @@ async def plan_recording(sources: Sources, options: RunOptions) -> tuple[Documen
     documents = await load_documents(sources, _fetcher(options.download))
     files = part_filenames((part.id, part.download_url)
                            for part in (*documents.audio_parts, *documents.video_parts))
-    plan = make_plan(documents, duration=options.duration, audio_format=options.render.audio_format,
-                     fps=options.fps, part_files=files)
+    plan = make_plan(documents, duration=options.duration,
+                     audio_format=options.render.audio_format, fps=options.fps, part_files=files)
     return documents, plan
 
 
@@ -164,19 +164,18 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
     results = await download_parts(
         _downloads(wanted, plan.part_files), out_dir / PARTS_DIR, options.download,
         progress=events, refresh_url=_url_refresher(sources, fetch))
-    if options.download_only:
-        _, unreadable = await _probe_all(results.files, options.jobs)
-        return RunOutcome(report=None, download_failures={**results.failures, **unreadable},
-                          render_failures={})
     probes, unreadable = await _probe_all(results.files, options.jobs)
     lost: dict[str, AssemblerError] = {**results.failures, **unreadable}
+    if options.download_only:
+        return RunOutcome(report=None, download_failures=lost, render_failures={})
     failures: list[FailureEntry] = [{"part": part_id, "error": str(error)}
                                     for part_id, error in lost.items()]
     renderable = []
     for track in plan.tracks:
         missing = [part_id for part_id in track.parts if part_id in lost]
         if missing:
-            log.error("%s not written: part %s could not be downloaded", track.path, missing[0])
+            log.error("%s not written: part %s is lost (%s)", track.path, missing[0],
+                      lost[missing[0]])
         else:
             renderable.append(track)
     rendered, render_failures = await _render_all(
