@@ -42,8 +42,10 @@ from .pipeline import (
     RunOptions,
     RunOutcome,
     inputs_fingerprint,
+    plan_recording,
     run_recording,
 )
+from .plan import plan_as_json
 from .report import read_report, write_json
 
 if TYPE_CHECKING:
@@ -51,8 +53,8 @@ if TYPE_CHECKING:
 
     from .plan import TrackPlan
 
-__all__ = ["BATCH_NAME", "BatchEvents", "BatchOutcome", "Job", "Row", "read_jobs", "run_batch",
-           "run_job", "run_on_worker"]
+__all__ = ["BATCH_NAME", "BatchEvents", "BatchOutcome", "Job", "Row", "plan_jobs", "read_jobs",
+           "run_batch", "run_job", "run_on_worker"]
 
 BATCH_NAME = "batch.json"
 BATCH_VERSION = 1
@@ -178,6 +180,23 @@ def read_jobs(path: Path) -> Iterator[Job | Row]:
             continue
         first_line[job_id] = number
         yield Job(line=number, id=job_id, sources=sources)
+
+
+def plan_jobs(path: Path, options: RunOptions) -> Iterator[dict[str, object]]:
+    """For `--dry-run`: each recording's plan as JSON-ready data, or why it has none.
+
+    Only URL manifests are fetched; no part is downloaded and nothing is written.
+    """
+    for item in read_jobs(path):
+        if not isinstance(item, Job):
+            yield {"id": item["id"], "line": item["line"], "error": item.get("error", "")}
+            continue
+        try:
+            _, plan = asyncio.run(plan_recording(item.sources, options))
+        except AssemblerError as exc:
+            yield {"id": item.id, "line": item.line, "error": _one_line(exc)}
+            continue
+        yield {"id": item.id, "line": item.line, "plan": plan_as_json(plan)}
 
 
 # --- one recording ------------------------------------------------------------------------

@@ -359,10 +359,14 @@ def _summarise(args: argparse.Namespace, outcome: RunOutcome) -> None:
 
 
 def _batch(args: argparse.Namespace, console: Console) -> int:
-    from .batch import BATCH_NAME, run_batch
+    from .batch import BATCH_NAME, plan_jobs, run_batch
 
-    if args.dry_run:
-        raise UsageError("batch has no --dry-run; use `assembler run --dry-run` per recording")
+    if args.dry_run:  # one JSON object per recording: its plan, or why it has none
+        all_planned = True
+        for entry in plan_jobs(args.jobs_file, run_options(args)):
+            print(json.dumps(entry, ensure_ascii=False))
+            all_planned = all_planned and "error" not in entry
+        return EXIT_OK if all_planned else EXIT_TRACK_FAILED
     events = BatchConsoleEvents(args, console)
     with events.progress if events.progress else nullcontext():
         outcome = run_batch(args.jobs_file, args.out, run_options(args),

@@ -198,3 +198,22 @@ def test_batch_on_a_dask_cluster_spreads_recordings_over_workers(
     assert used == workers
     for name in GOOD:
         assert_tracks(out / name, made[name])
+
+
+def test_dry_run_prints_each_plan_and_fetches_no_part(
+        served: tuple[MediaServer, dict[str, Manifests]], tmp_path: Path) -> None:
+    server, made = served
+    jobs = write_jobs(server.root / "dry-run.jsonl", server, made, (GOOD[0], "broken"),
+                      extra='{"id": "../escape", "audio_parts": "x.json"}\n')
+    parts_before = sum(count for path, count in server.requests.items() if "/parts/" in path)
+    done = run_batch(jobs, tmp_path / "out", "--dry-run")
+    assert done.returncode == 1, done.stderr
+    entries = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(entry["id"], entry["line"], "plan" in entry) for entry in entries] == [
+        (GOOD[0], 1, True), ("broken", 2, False), ("../escape", 3, False)], entries
+    assert entries[0]["plan"]["duration"] == made[GOOD[0]].duration
+    assert "[0].duration: must be >= 0" in entries[1]["error"]
+    assert entries[2]["error"].startswith("line 3: ")
+    assert sum(count for path, count in server.requests.items() if "/parts/" in path) == (
+        parts_before)
+    assert not (tmp_path / "out").exists()
