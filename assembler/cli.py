@@ -36,7 +36,7 @@ from rich.progress import (
 from rich.text import Text
 
 from .download import DownloadSettings
-from .errors import AssemblerError, InputError, InvalidInputsError
+from .errors import AssemblerError, InputError, InvalidInputsError, UsageError
 from .manifest import Sources
 from .pipeline import RunOptions, RunOutcome, plan_recording, run_recording
 from .plan import plan_as_json
@@ -57,10 +57,6 @@ EXIT_OK, EXIT_TRACK_FAILED, EXIT_BAD_INPUT, EXIT_DOWNLOAD_FAILED = 0, 1, 2, 3
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 SOURCE_OPTIONS = ("video_parts", "audio_parts", "participants", "participant_events",
                   "speaker_timeline", "transcript")
-
-
-class UsageError(InputError):
-    """The command line itself is wrong."""
 
 
 class _Parser(argparse.ArgumentParser):

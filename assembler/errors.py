@@ -4,6 +4,7 @@
     ├── InputError                  the user's input cannot be used (CLI exit 2)
     │   ├── ManifestError           a document is unreadable or invalid; names file and place
     │   ├── InvalidInputsError      several documents are invalid; carries each ManifestError
+    │   ├── UsageError              the command line itself is wrong
     │   └── JobsFileError           a batch's jobs file cannot be read (missing, not UTF-8)
     ├── DownloadError               a part could not be fetched for good (CLI exit 3)
     │   ├── HTTPStatusError         the server answered a status that will not change
@@ -42,6 +43,7 @@ __all__ = [
     "RenderError",
     "StorageError",
     "TransferError",
+    "UsageError",
     "redact_url",
 ]
 
@@ -88,6 +90,10 @@ class InvalidInputsError(InputError):
 
 class JobsFileError(InputError):
     """A batch's jobs file cannot be read at all: missing, unreadable or not UTF-8."""
+
+
+class UsageError(InputError):
+    """The command line itself is wrong (an unknown option, a missing source)."""
 
 
 class DownloadError(AssemblerError):
