@@ -19,9 +19,9 @@ def test_the_docstring_tree_matches_the_classes() -> None:
         drawn.append((name.start(), name.group()))
     assert {name for _, name in drawn} == {n for n in errors.__all__ if n.endswith("Error")}
     # Each class is a subclass of the nearest class drawn to its left above it.
-    for index, (column, name) in enumerate(drawn[1:], 1):
+    for index, (column, child) in enumerate(drawn[1:], 1):
         parent = next(above for col, above in reversed(drawn[:index]) if col < column)
-        assert issubclass(getattr(errors, name), getattr(errors, parent)), (name, parent)
+        assert issubclass(getattr(errors, child), getattr(errors, parent)), (child, parent)
 
 
 @pytest.mark.parametrize(("url", "shown"), [
