@@ -20,8 +20,10 @@ the sample entry that tells players parameter sets can change in the stream (an
 
 Cuts: dropping packets is exact when the packets kept are a prefix in decode order
 holding exactly the frames shown before the cut, which is always so without
-B-frames. A part with B-frames whose slot ends inside a reordered run is not copied
-(no smart cut): `copy` fails the track and `auto` encodes it.
+B-frames. Where a part's slot ends inside a reordered run of B-frames, the part is
+copied up to its last keyframe before the cut and only the frames from there to the
+cut are re-encoded (a smart cut). That tail is encoded with black's x264 settings,
+so at its joins it behaves exactly like black: one B-frame delay fits both.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ __all__ = [
     "Entry",
     "H264Headers",
     "PartProbe",
+    "Piece",
+    "Tail",
     "black_argv",
     "concat_list",
     "copy_argv",
@@ -61,6 +65,7 @@ __all__ = [
     "copy_track",
     "cut_packets",
     "entries",
+    "keyframe_cut",
     "parse_h264_headers",
     "pieces",
 ]
@@ -108,6 +113,18 @@ class Entry:
     outpoint: Fraction | None = None  # seconds in the file: the dts of the first packet left out
     lead: Fraction = Fraction(0)  # seconds its first dts comes before its start on the track
     tail: Fraction = Fraction(0)  # seconds from its last dts kept to its end on the track
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tail:
+    """The end of a part that must be re-encoded to cut it on its slot's last frame."""
+
+    path: Path
+    start: Fraction  # seconds from the part's first frame: a keyframe, where copying stops
+    frames: int
+
+
+Piece = Entry | Tail | int  # a part (copied), a part's re-encoded tail, a run of black
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,20 +234,9 @@ def _packet_blocker(track: TrackPlan, probes: Mapping[str, PartProbe]) -> str | 
     if blocker:
         return blocker
     placed = track.at_rate(_rates(probes)[0])
-    blocker = _cut_blocker(placed, probes)
-    if blocker is None and black_delay(pieces(placed, probes), placed.rate) is None:
+    if black_delay(pieces(placed, probes), placed.rate) is None:
         return ("no black fits the parts' B-frame delays: decode timestamps would go "
                 "backwards at a join")
-    return blocker
-
-
-def _cut_blocker(track: TrackPlan, probes: Mapping[str, PartProbe]) -> str | None:
-    for segment in track.segments:
-        probe = probes.get(segment.part_id or "")
-        if probe and probe.packets and cut_packets(probe.packets, segment.length,
-                                                   track.rate) is None:
-            return (f"part {segment.part_id} has B-frames and its slot ends inside a reordered "
-                    f"run, {track.seconds(segment.length):.3f} s in; only a re-encode cuts there")
     return None
 
 
@@ -267,17 +273,18 @@ def lead(packets: PacketTrace) -> Fraction:
     return (min(packets.pts) - packets.dts[0]) * packets.time_base
 
 
-def black_delay(layout: Sequence[Entry | int], rate: Fraction) -> int | None:
+def black_delay(layout: Sequence[Piece], rate: Fraction) -> int | None:
     """The least B-frame delay for black (frames) that keeps dts rising at every join.
 
     At a join the next piece's first dts (its start minus its `lead`) must come after
-    the previous piece's last dts (its end minus its `tail`). x264 black with delay d
-    has lead d and tail d + 1 frames. None when no delay in `X264_DELAYS` fits.
+    the previous piece's last dts (its end minus its `tail`). Anything x264 encodes
+    with delay d, black or a re-encoded tail, has lead d and tail d + 1 frames: its
+    dts are its frame indices minus d. None when no delay in `X264_DELAYS` fits.
     """
     for frames in X264_DELAYS:
         black = Entry(path=Path(), duration=Fraction(0), lead=frames / rate,
                       tail=(frames + 1) / rate)
-        placed = [black if isinstance(piece, int) else piece for piece in layout]
+        placed = [piece if isinstance(piece, Entry) else black for piece in layout]
         if all(later.lead < earlier.tail for earlier, later in itertools.pairwise(placed)):
             return frames
     return None
@@ -298,21 +305,43 @@ def cut_packets(packets: PacketTrace, frames: int, rate: Fraction) -> int | None
 # --- layout: pure, from plan and probes to concat entries --------------------------------
 
 
-def pieces(track: TrackPlan, probes: Mapping[str, PartProbe]) -> list[Entry | int]:
-    """The track in order: an `Entry` per part, an int for each run of black frames.
+def keyframe_cut(packets: PacketTrace, frames: int, rate: Fraction) -> int:
+    """The most frames, at most `frames`, a packet prefix shows exactly: up to a keyframe.
 
-    `track` must be at the parts' frame rate and pass `copy_blocker`.
+    0 when no keyframe after the first comes early enough: the whole slot is re-encoded.
     """
-    layout: list[Entry | int] = []
+    first = min(packets.pts)
+    starts = sorted({to_units((pts - first) * packets.time_base, rate)
+                     for pts, key in zip(packets.pts, packets.keyframe, strict=True) if key})
+    for start in reversed(starts):
+        if 0 < start <= frames and cut_packets(packets, start, rate) is not None:
+            return start
+    return 0
+
+
+def pieces(track: TrackPlan, probes: Mapping[str, PartProbe]) -> list[Piece]:
+    """The track in order: an `Entry` per part, its `Tail` where it must be smart-cut,
+    an int for each run of black frames.
+
+    `track` must be at the parts' frame rate and its parts' streams must allow copy.
+    """
+    layout: list[Piece] = []
     for segment in track.segments:
         probe = probes.get(segment.part_id or "")
         if probe is None or probe.packets is None:
             layout.append(segment.length)
             continue
-        entry, shown = _part_entry(probe.path, probe.packets, segment.length, track.rate)
-        layout.append(entry)
-        if shown < segment.length:  # media shorter than its slot: black follows
-            layout.append(segment.length - shown)
+        if cut_packets(probe.packets, segment.length, track.rate) is not None:
+            entry, shown = _part_entry(probe.path, probe.packets, segment.length, track.rate)
+            layout.append(entry)
+            if shown < segment.length:  # media shorter than its slot: black follows
+                layout.append(segment.length - shown)
+            continue
+        copied = keyframe_cut(probe.packets, segment.length, track.rate)
+        if copied:
+            layout.append(_part_entry(probe.path, probe.packets, copied, track.rate)[0])
+        layout.append(Tail(path=probe.path, start=copied / track.rate,
+                           frames=segment.length - copied))
     return layout
 
 
@@ -336,7 +365,7 @@ def _part_entry(path: Path, packets: PacketTrace, frames: int, rate: Fraction
                  lead=lead(packets), tail=shown / rate - (last_dts - first) * base), shown
 
 
-def black_runs(layout: Iterable[Entry | int]) -> list[int]:
+def black_runs(layout: Iterable[Piece]) -> list[int]:
     return [piece for piece in layout if isinstance(piece, int)]
 
 
@@ -353,7 +382,8 @@ def remainders_needed(runs: Iterable[int], gop: int, packets: PacketTrace,
 
 
 def entries(layout: Iterable[Entry | int], black: BlackGop | None) -> list[Entry]:
-    """The concat entries of a layout: black runs as whole GOPs plus a remainder."""
+    """The concat entries of a layout (tails already encoded): black runs as whole GOPs
+    plus a remainder."""
     result: list[Entry] = []
     for piece in layout:
         if isinstance(piece, Entry):
@@ -434,9 +464,29 @@ def black_argv(spec: BlackSpec, frames: int, output: Path, *, preset: str) -> li
     """ffmpeg arguments (no binary) encoding `frames` black frames as one closed GOP."""
     rate = spec.rate
     source = f"color=c=black:s={spec.width}x{spec.height}:r={rate.numerator}/{rate.denominator}"
+    return ["-y", "-f", "lavfi", "-i", f"{source},{_pixels(spec)}",
+            *_x264_args(spec, frames, output, preset=preset)]
+
+
+def tail_argv(spec: BlackSpec, tail: Tail, output: Path, *, preset: str) -> list[str]:
+    """ffmpeg arguments (no binary) re-encoding a part's tail to the parts' parameters.
+
+    The input seek is exact: ffmpeg decodes from the keyframe at `tail.start` on.
+    """
+    rate = spec.rate
+    return ["-y", "-ss", _time_text(_microseconds(tail.start)), "-i", file_arg(tail.path),
+            "-map", "0:v:0", "-vf", f"fps={rate.numerator}/{rate.denominator},{_pixels(spec)}",
+            *_x264_args(spec, tail.frames, output, preset=preset)]
+
+
+def _pixels(spec: BlackSpec) -> str:
     sar = f",setsar={spec.sar.numerator}/{spec.sar.denominator}" if spec.sar else ""
-    return ["-y", "-f", "lavfi", "-i", f"{source},format={spec.pix_fmt}{sar}",
-            "-frames:v", str(frames), "-c:v", "libx264", "-preset", preset,
+    return f"format={spec.pix_fmt}{sar}"
+
+
+def _x264_args(spec: BlackSpec, frames: int, output: Path, *, preset: str) -> list[str]:
+    """Encoder and muxer arguments for `frames` frames matching the parts' stream."""
+    return ["-frames:v", str(frames), "-c:v", "libx264", "-preset", preset,
             "-profile:v", spec.profile, "-pix_fmt", spec.pix_fmt,
             # No lookahead: it halves the time for black and changes no header.
             "-x264-params", f"level={_level(spec.level_idc)}:keyint={frames}:scenecut=0:"
@@ -472,15 +522,41 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
         layout = pieces(placed, probes)
         delay = black_delay(layout, placed.rate)
         assert delay is not None, "copy_blocker checks that some delay fits"
-        black = _make_black(black_runs(layout), _black_spec(placed.rate, delay, probes), preset)
+        spec = _black_spec(placed.rate, delay, probes)
+        black = _make_black(black_runs(layout), spec, preset)
         extradata = {probe.packets.extradata for probe in probes.values() if probe.packets}
         if black is not None:
             extradata.add(black.packets.extradata)
+        encoded = _encode_tails(layout, spec, scratch, preset)
+        extradata |= {packets.extradata for packets in encoded.values()}
+        joined = [_part_entry(scratch / f"tail-{index}.mp4", encoded[index], piece.frames,
+                              spec.rate)[0] if isinstance(piece, Tail) else piece
+                  for index, piece in enumerate(layout)]
         listing = scratch / "track.ffconcat"
-        listing.write_text(concat_list(entries(layout, black)), encoding="utf-8")
+        listing.write_text(concat_list(entries(joined, black)), encoding="utf-8")
         run_ffmpeg(copy_argv(listing, output, time_base=_time_base(probes),
                              in_band=len(extradata) != 1 or None in extradata))
     return placed
+
+
+def _encode_tails(layout: Sequence[Piece], spec: BlackSpec, scratch: Path, preset: str
+                  ) -> dict[int, PacketTrace]:
+    """Re-encode every smart-cut tail to `scratch/tail-<index in layout>.mp4`.
+
+    Returns each file's packets by the tail's index in the layout.
+    """
+    encoded: dict[int, PacketTrace] = {}
+    for index, tail in enumerate(layout):
+        if not isinstance(tail, Tail):
+            continue
+        path = scratch / f"tail-{index}.mp4"
+        run_ffmpeg(tail_argv(spec, tail, path, preset=preset))
+        packets = read_packets(path)
+        if lead(packets) != spec.delay / spec.rate or len(packets.pts) != tail.frames:
+            raise CopyNotPossibleError(f"the re-encoded end of {tail.path.name} does not "
+                                       "match the stream")
+        encoded[index] = packets
+    return encoded
 
 
 def _time_base(probes: Mapping[str, PartProbe]) -> Fraction:

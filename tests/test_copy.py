@@ -19,6 +19,7 @@ from assembler.concat import (
     Entry,
     H264Headers,
     PartProbe,
+    Tail,
     black_argv,
     black_delay,
     concat_list,
@@ -26,6 +27,7 @@ from assembler.concat import (
     copy_blocker,
     cut_packets,
     entries,
+    keyframe_cut,
     parse_h264_headers,
     pieces,
     real_rate,
@@ -48,15 +50,18 @@ TB = Fraction(1, 15360)
 TICK = 512  # one frame at 30 fps in 1/15360
 
 
-def trace(pts: list[int], *, dts: list[int] | None = None, extradata: str = "44 bytes, crc 0x1"
-          ) -> PacketTrace:
-    """Packets in decode order with the given frame indexes (times TICK) as pts."""
+def trace(pts: list[int], *, dts: list[int] | None = None, extradata: str = "44 bytes, crc 0x1",
+          keyframes: tuple[int, ...] = (0,)) -> PacketTrace:
+    """Packets in decode order with the given frame indexes (times TICK) as pts.
+
+    `keyframes`: indexes, in decode order, of the keyframe packets.
+    """
     decode = dts if dts is not None else sorted(pts)
     return PacketTrace(time_base=TB, extradata=extradata,
                        dts=tuple(index * TICK for index in decode),
                        pts=tuple(index * TICK for index in pts),
                        duration=(TICK,) * len(pts),
-                       keyframe=(True, *(False,) * (len(pts) - 1)))
+                       keyframe=tuple(index in keyframes for index in range(len(pts))))
 
 
 # I0 P3 B1 B2 P6 B4 B5: decode order of a B-frame GOP; dts run two frames early.
@@ -146,9 +151,8 @@ def test_pieces_place_parts_and_black_in_frames() -> None:
                  Fraction(4))
     probes = {"a": part_probe(90), "b": part_probe(20)}
     layout = pieces(plan, probes)
-    shape = [piece if isinstance(piece, int) else (piece.path.name, piece.duration * 30,
-                                                   piece.outpoint)
-             for piece in layout]
+    shape = [(piece.path.name, piece.duration * 30, piece.outpoint)
+             if isinstance(piece, Entry) else piece for piece in layout]
     assert shape == [30, ("90.mp4", 30, Fraction(30, 30)), 15, ("20.mp4", 20, None), 10, 15]
 
 
@@ -202,13 +206,25 @@ def test_copy_blocker_names_the_reason(probes: dict[str, PartProbe], reason: str
     assert copy_blocker(plan, probes) == reason
 
 
-def test_a_b_frame_part_cut_inside_a_reordered_run_is_not_copyable() -> None:
-    # Its slot ends after 5 frames: frames 0-4 are not a decode-order prefix (B4 after P6).
-    probes = {"a": part_probe(packets=trace(B_FRAMES, dts=B_DTS))}
-    plan = track([("a", Fraction(0), Fraction(5, 30))], Fraction(1))
-    assert copy_blocker(plan, probes) == (
-        "part a has B-frames and its slot ends inside a reordered run, 0.167 s in; "
-        "only a re-encode cuts there")
+def test_a_b_frame_part_cut_inside_a_reordered_run_is_copied_to_its_keyframe() -> None:
+    # Two GOPs; the slot ends after 12 frames, inside the second GOP's reordered run
+    # (I7 P10 B8 B9 P13 B11 B12: frames 0-11 are no decode-order prefix). The first
+    # GOP is copied, frames 7-11 are re-encoded, black fills the rest of the second.
+    packets = trace([*B_FRAMES, *(7 + index for index in B_FRAMES)],
+                    dts=[index - 2 for index in range(14)], keyframes=(0, 7))
+    probes = {"a": part_probe(packets=packets)}
+    plan = track([("a", Fraction(0), Fraction(12, 30))], Fraction(1))
+    assert copy_blocker(plan, probes) is None
+    copied, tail, black = pieces(plan, probes)
+    assert isinstance(copied, Entry)
+    assert (copied.duration, copied.outpoint) == (Fraction(7, 30), 5 * TICK * TB)
+    assert tail == Tail(path=Path("/parts/60.mp4"), start=Fraction(7, 30), frames=5)
+    assert black == 18
+
+
+def test_keyframe_cut_is_zero_when_only_the_first_keyframe_comes_before() -> None:
+    packets = trace(B_FRAMES, dts=B_DTS)
+    assert keyframe_cut(packets, 5, Fraction(30)) == 0
 
 
 def test_a_part_must_start_with_an_idr_frame() -> None:
@@ -375,6 +391,21 @@ def test_b_frame_parts_are_copied_with_matching_black(b_frame_parts: dict[str, P
     assert rendered.strategy == "copy"
     assert_placed(rendered, COLOURS)
     assert packet_md5s(b_frame_parts["cyan"]) <= packet_md5s(rendered.path)
+
+
+@pytest.mark.parametrize("end", [Fraction(47, 30), Fraction(48, 30), Fraction(49, 30)],
+                         ids=["47-frames", "48-frames", "49-frames"])
+def test_b_frame_parts_cut_anywhere_are_copied_to_a_keyframe_and_smart_cut(
+        b_frame_parts: dict[str, Path], tmp_path: Path, end: Fraction) -> None:
+    # Cyan (2 s, GOP 30) plays for `end` seconds: a cut inside a reordered run for most
+    # ends. Its first GOP is copied as is; frames 30 to the cut are re-encoded.
+    slots = [("cyan", Fraction(0), end), ("magenta", Fraction(2), Fraction(3))]
+    rendered = render(track(slots, Fraction(3)), b_frame_parts, tmp_path, "copy")
+    assert rendered.strategy == "copy"
+    assert_placed(rendered, COLOURS)
+    first_gop = ffmpeg(["-i", file_arg(b_frame_parts["cyan"]), "-map", "0:v:0", "-c", "copy",
+                        "-frames:v", "30", "-f", "framemd5", "-"], stdout=True).decode()
+    assert set(_NON_KEY_MD5.findall(first_gop)) <= packet_md5s(rendered.path)
 
 
 def test_mismatched_sizes_fail_copy_and_encode_under_auto(webcam_parts: dict[str, Path],
