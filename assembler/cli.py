@@ -36,7 +36,7 @@ from rich.progress import (
 from rich.text import Text
 
 from .download import DownloadSettings
-from .errors import AssemblerError, InputError, InvalidInputsError, UsageError
+from .errors import AssemblerError, DownloadError, InputError, InvalidInputsError, UsageError
 from .manifest import Sources
 from .pipeline import RunOptions, RunOutcome, plan_recording, run_recording
 from .plan import plan_as_json
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .batch import Row
-    from .errors import DownloadError
     from .plan import TrackPlan
 
 __all__ = ["exit_code", "main"]
@@ -372,7 +371,7 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if outcome.all_finished else EXIT_TRACK_FAILED
 
 
-def str_lines(error: AssemblerError) -> list[str]:
+def _error_lines(error: AssemblerError) -> list[str]:
     """An error as the lines to print: one per problem."""
     if isinstance(error, InvalidInputsError):
         return [str(problem) for problem in error.problems]
@@ -391,7 +390,9 @@ def _print_error(lines: list[str], json_logs: bool) -> None:
 def _status_for(error: AssemblerError, command: str) -> int:
     if isinstance(error, InputError):
         return EXIT_BAD_INPUT
-    return EXIT_DOWNLOAD_FAILED if command == "run" else EXIT_TRACK_FAILED
+    if isinstance(error, DownloadError) and command == "run":
+        return EXIT_DOWNLOAD_FAILED  # the parts directory cannot be written, say
+    return EXIT_TRACK_FAILED  # e.g. no ffmpeg: nothing could be rendered
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -407,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run(args, console))
         return _batch(args, console)
     except AssemblerError as error:
-        _print_error(str_lines(error), json_logs)
+        _print_error(_error_lines(error), json_logs)
         return _status_for(error, command)
     except KeyboardInterrupt:
         _print_error(["interrupted; complete parts and tracks are kept"], json_logs)

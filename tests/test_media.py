@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from assembler.errors import MediaError
 from assembler.media import ffmpeg_version, probe, probe_many
 from tests.support.media import make_colour_video, make_tone
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 def test_probe_many_reads_every_file_around_an_unreadable_one(tmp_path: Path) -> None:
@@ -38,3 +39,27 @@ def test_probe_many_reads_every_file_around_an_unreadable_one(tmp_path: Path) ->
 def test_ffmpeg_version_is_read() -> None:
     major, _ = ffmpeg_version()
     assert major >= 5
+
+
+def test_without_any_ffmpeg_the_cli_says_how_to_get_one(tmp_path: Path) -> None:
+    parts = tmp_path / "audio_parts.json"
+    parts.write_text(json.dumps([{
+        "id": "a", "participant": {"id": 1, "name": None}, "duration": 1.0,
+        "start_timestamp": {"relative": 0.0, "absolute": "2025-07-17T00:00:00Z"},
+        "download_url": "http://127.0.0.1:9/a.wav"}]))
+    environment = {**os.environ, "ASSEMBLER_FFMPEG": "/nonexistent/ffmpeg",
+                   "IMAGEIO_FFMPEG_EXE": "/nonexistent/ffmpeg",
+                   "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                           if not (Path(p) / "ffmpeg").exists())}
+    done = subprocess.run([sys.executable, "-m", "assembler", "run", "--out",
+                           str(tmp_path / "out"), "--audio-parts", str(parts), "--dry-run"],
+                          capture_output=True, text=True, env=environment, check=False)
+    assert done.returncode == 0, done.stderr  # planning needs no ffmpeg
+    (tmp_path / "out" / "parts").mkdir(parents=True)
+    (tmp_path / "out" / "parts" / "a.wav").write_bytes(b"RIFF")  # complete: no request
+    done = subprocess.run([sys.executable, "-m", "assembler", "run", "--out",
+                           str(tmp_path / "out"), "--audio-parts", str(parts)],
+                          capture_output=True, text=True, env=environment, check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: no working ffmpeg found: install ffmpeg on PATH")
+    assert "Traceback" not in done.stderr
