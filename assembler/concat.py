@@ -4,9 +4,10 @@
    H.264 stream: codec, profile, level, size, pixel format, SAR, time base, frame
    rate, whether each part can be cut where its slot ends, and whether black with
    some B-frame delay keeps decode timestamps rising at every join.
-2. One black GOP is encoded with x264 to the parts' parameters. A gap is that GOP
-   repeated, then a prefix of it (cut by dropping packets) or, where a prefix would
-   not cut cleanly, an encoded remainder. Black costs one short encode per track.
+2. One black GOP is encoded with x264 to the parts' parameters (once per process
+   for each set of them). A gap is that GOP repeated, then prefixes of it that cut
+   cleanly (the IDR frame alone always does). Every piece of black then has the
+   same parameter sets and the same B-frame timing at its joins.
 3. The concat demuxer joins parts and black with `-c copy`. Each entry's `duration`
    places the next one on its exact frame; `inpoint` puts a part's first frame on
    its slot start (a VFR part keeps its own timestamps after that); `outpoint` ends
@@ -59,6 +60,7 @@ __all__ = [
     "Piece",
     "Tail",
     "black_argv",
+    "clean_prefixes",
     "concat_list",
     "copy_argv",
     "copy_blocker",
@@ -68,6 +70,7 @@ __all__ = [
     "keyframe_cut",
     "parse_h264_headers",
     "pieces",
+    "split_black",
 ]
 
 # x264 profile names by the SPS's profile_idc: the black filler must not use coding
@@ -129,13 +132,13 @@ Piece = Entry | Tail | int  # a part (copied), a part's re-encoded tail, a run o
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BlackGop:
-    """The track's black GOP on disk and the encoded remainders a prefix of it cannot give."""
+    """The track's black GOP on disk, and the prefix lengths that cut it cleanly."""
 
     path: Path
     frames: int
     rate: Fraction
     packets: PacketTrace
-    remainders: Mapping[int, Path]  # frame count -> file of exactly that many black frames
+    cuts: tuple[int, ...]  # frame counts, ascending, whose packet prefix shows just them
 
 
 # --- probing ---------------------------------------------------------------------------
@@ -374,16 +377,33 @@ def gop_frames(runs: Sequence[int], rate: Fraction) -> int:
     return min(to_units(Fraction(GOP_SECONDS), rate), max(runs))
 
 
-def remainders_needed(runs: Iterable[int], gop: int, packets: PacketTrace,
-                      rate: Fraction) -> set[int]:
-    """Remainders (run length modulo the GOP) that no prefix of the GOP gives exactly."""
-    return {run % gop for run in runs
-            if run % gop and cut_packets(packets, run % gop, rate) is None}
+def clean_prefixes(packets: PacketTrace, rate: Fraction) -> tuple[int, ...]:
+    """Frame counts below the whole whose packets form a decode-order prefix."""
+    return tuple(count for count in range(1, len(packets.pts))
+                 if cut_packets(packets, count, rate) is not None)
+
+
+def split_black(frames: int, cuts: Sequence[int]) -> list[int]:
+    """Fewest clean prefix lengths adding up to `frames` (1 is always among `cuts`).
+
+    x264 gives no B-frame delay to a GOP of a frame or two, so a short remainder
+    encoded on its own would break the decode timestamps at its joins; several
+    prefixes of the one GOP never do.
+    """
+    fewest: list[list[int] | None] = [[]] + [None] * frames
+    for total in range(1, frames + 1):
+        options = [[*previous, cut] for cut in cuts if cut <= total
+                   if (previous := fewest[total - cut]) is not None]
+        fewest[total] = min(options, key=len, default=None)
+    best = fewest[frames]
+    if best is None:
+        raise CopyNotPossibleError(f"black of {frames} frames cannot be cut from the GOP")
+    return sorted(best, reverse=True)
 
 
 def entries(layout: Iterable[Entry | int], black: BlackGop | None) -> list[Entry]:
     """The concat entries of a layout (tails already encoded): black runs as whole GOPs
-    plus a remainder."""
+    plus clean prefixes of one."""
     result: list[Entry] = []
     for piece in layout:
         if isinstance(piece, Entry):
@@ -396,12 +416,10 @@ def entries(layout: Iterable[Entry | int], black: BlackGop | None) -> list[Entry
 def _black_entries(frames: int, black: BlackGop) -> list[Entry]:
     whole, rest = divmod(frames, black.frames)
     result = [Entry(path=black.path, duration=black.frames / black.rate)] * whole
-    if rest in black.remainders:
-        result.append(Entry(path=black.remainders[rest], duration=rest / black.rate))
-    elif rest:
-        kept = cut_packets(black.packets, rest, black.rate)
-        assert kept is not None, "remainders_needed lists every remainder a prefix cannot give"
-        result.append(Entry(path=black.path, duration=rest / black.rate,
+    for piece in split_black(rest, black.cuts):
+        kept = cut_packets(black.packets, piece, black.rate)
+        assert kept is not None, "split_black uses clean prefixes only"
+        result.append(Entry(path=black.path, duration=piece / black.rate,
                             outpoint=black.packets.dts[kept] * black.packets.time_base))
     return result
 
@@ -580,14 +598,18 @@ def _make_black(runs: Sequence[int], spec: BlackSpec, preset: str) -> BlackGop |
         return None
     frames = gop_frames(runs, spec.rate)
     path = BLACK.file(spec, frames, preset)
+    packets = _checked_black(path, spec)
+    return BlackGop(path=path, frames=frames, rate=spec.rate, packets=packets,
+                    cuts=clean_prefixes(packets, spec.rate))
+
+
+def _checked_black(path: Path, spec: BlackSpec) -> PacketTrace:
+    """The packets of a black file, which must start with the B-frame delay chosen."""
     packets = _black_packets(path)
     if lead(packets) != spec.delay / spec.rate:
         raise CopyNotPossibleError(f"x264 black did not get a B-frame delay of {spec.delay} "
                                    "frames")
-    needed = remainders_needed(runs, frames, packets, spec.rate)
-    return BlackGop(path=path, frames=frames, rate=spec.rate, packets=packets,
-                    remainders={count: BLACK.file(spec, count, preset)
-                                for count in sorted(needed)})
+    return packets
 
 
 @functools.cache

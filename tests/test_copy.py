@@ -22,6 +22,7 @@ from assembler.concat import (
     Tail,
     black_argv,
     black_delay,
+    clean_prefixes,
     concat_list,
     copy_argv,
     copy_blocker,
@@ -31,6 +32,7 @@ from assembler.concat import (
     parse_h264_headers,
     pieces,
     real_rate,
+    split_black,
 )
 from assembler.errors import CopyNotPossibleError
 from assembler.media import MediaInfo, PacketTrace, VideoStream, file_arg, probe
@@ -125,23 +127,43 @@ def test_concat_list_text(items: list[Entry], expected: list[str]) -> None:
     assert concat_list(items) == "\n".join(["ffconcat version 1.0", *expected]) + "\n"
 
 
-def black_gop(frames: int = 30, remainders: dict[int, Path] | None = None) -> BlackGop:
-    return BlackGop(path=GOP, frames=frames, rate=Fraction(30),
-                    packets=trace(list(range(frames))), remainders=remainders or {})
+def black_gop(packets: PacketTrace | None = None) -> BlackGop:
+    packets = packets or trace(list(range(30)))
+    return BlackGop(path=GOP, frames=len(packets.pts), rate=Fraction(30), packets=packets,
+                    cuts=clean_prefixes(packets, Fraction(30)))
 
 
-@pytest.mark.parametrize(("run", "remainders", "expected"), [
-    (0, {}, []),
-    (30, {}, [(GOP, Fraction(1), None)]),
-    (10, {}, [(GOP, Fraction(1, 3), Fraction(10, 30))]),
-    (65, {}, [(GOP, Fraction(1), None)] * 2 + [(GOP, Fraction(1, 6), Fraction(5, 30))]),
-    (35, {5: Path("/b5.mp4")}, [(GOP, Fraction(1), None), (Path("/b5.mp4"), Fraction(1, 6), None)]),
-], ids=["zero-frames", "one-whole-gop", "gop-prefix", "gops-and-prefix", "encoded-remainder"])
-def test_black_runs_are_whole_gops_and_a_remainder(
-        run: int, remainders: dict[int, Path],
-        expected: list[tuple[Path, Fraction, Fraction | None]]) -> None:
-    got = entries([run], black_gop(remainders=remainders))
-    assert [(entry.path, entry.duration, entry.outpoint) for entry in got] == expected
+# An x264-like black GOP of 13 frames, B-frame pyramid: I0 P4 B2 b1 b3 P8 B6 b5 b7 P12 ...
+PYRAMID = [0, 4, 2, 1, 3, 8, 6, 5, 7, 12, 10, 9, 11]
+PYRAMID_GOP = trace(PYRAMID, dts=[index - 2 for index in range(len(PYRAMID))])
+
+
+@pytest.mark.parametrize(("run", "gop", "expected"), [
+    (0, None, []),
+    (30, None, [(Fraction(1), None)]),
+    (10, None, [(Fraction(1, 3), Fraction(10, 30))]),
+    (65, None, [(Fraction(1), None)] * 2 + [(Fraction(1, 6), Fraction(5, 30))]),
+    (13, PYRAMID_GOP, [(Fraction(13, 30), None)]),
+    (9, PYRAMID_GOP, [(Fraction(9, 30), Fraction(7, 30))]),
+    (7, PYRAMID_GOP, [(Fraction(5, 30), Fraction(3, 30)), (Fraction(1, 30), Fraction(-1, 30)),
+                      (Fraction(1, 30), Fraction(-1, 30))]),
+    (20, PYRAMID_GOP, [(Fraction(13, 30), None), (Fraction(5, 30), Fraction(3, 30)),
+                       (Fraction(1, 30), Fraction(-1, 30)), (Fraction(1, 30), Fraction(-1, 30))]),
+], ids=["zero-frames", "one-whole-gop", "gop-prefix", "gops-and-prefix", "b-frames-whole",
+        "b-frames-clean-prefix", "b-frames-split", "b-frames-gop-and-split"])
+def test_black_runs_are_whole_gops_and_clean_prefixes(
+        run: int, gop: PacketTrace | None,
+        expected: list[tuple[Fraction, Fraction | None]]) -> None:
+    got = entries([run], black_gop(gop))
+    assert [(entry.path, entry.duration, entry.outpoint) for entry in got] == [
+        (GOP, duration, outpoint) for duration, outpoint in expected]
+
+
+def test_split_black_uses_fewest_clean_prefixes() -> None:
+    assert clean_prefixes(PYRAMID_GOP, Fraction(30)) == (1, 5, 9)
+    assert split_black(12, (1, 5, 9)) == [9, 1, 1, 1]
+    assert split_black(10, (1, 5, 9)) == [9, 1]
+    assert split_black(0, (1, 5, 9)) == []
 
 
 def test_pieces_place_parts_and_black_in_frames() -> None:
