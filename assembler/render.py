@@ -108,7 +108,10 @@ def _audio_graph(track: TrackPlan, parts: Mapping[str, Path], channels: int) -> 
     pieces = []
     for placed in _placements(track):
         stream = (ffmpeg.input(file_arg(parts[placed.part_id])).audio
-                  .filter("aresample", AUDIO_RATE)
+                  # Timestamps are the truth inside a part too: a gap in them (packets lost,
+                  # a mute) becomes silence, and audio that starts late in its file starts
+                  # late in its slot. Drift under 0.1 s is absorbed, not padded.
+                  .filter("aresample", AUDIO_RATE, first_pts=0, **{"async": 1})
                   .filter("aformat", sample_fmts="fltp", sample_rates=AUDIO_RATE,
                           channel_layouts=layout)
                   # The slot is the truth: pad short media, then cut at the slot's end.

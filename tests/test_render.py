@@ -8,15 +8,20 @@ import sys
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from assembler.media import file_arg, probe
 from assembler.plan import Slot, TrackPlan, place
 from assembler.render import RenderSettings, render_track
 from tests.support.media import (
+    active_spans,
     colour_spans,
+    decode_audio,
     decode_errors,
     decode_frames,
     ffmpeg,
     make_colour_video,
+    make_tone,
 )
 from tests.support.recording import RecordingBuilder
 from tests.support.server import serve_directory
@@ -94,3 +99,28 @@ def test_unusable_parts_fail_their_tracks_only(tmp_path: Path) -> None:
     assert report["complete"] is False
     bob_tracks = next(p["tracks"] for p in report["participants"] if p["id"] == 2)
     assert [track["parts"] for track in bob_tracks] == [[silent_video.part_id]]
+
+
+def audio_track(start: float, end: float, length: int) -> TrackPlan:
+    slots = (Slot(part_id="mic", start=Fraction(start), end=Fraction(end)),)
+    rate = Fraction(48000)
+    return TrackPlan(participant_id=1, kind="audio", path="audio.wav", rate=rate,
+                     length=length, slots=slots, segments=place(slots, length, rate))
+
+
+def test_a_gap_in_a_parts_timestamps_stays_a_gap(tmp_path: Path) -> None:
+    # Packets lost (or a mute) between 1 s and 2 s: the part's own timestamps say the
+    # sound after the gap belongs 2 s in, not right after the first second.
+    tone = make_tone(tmp_path / "tone.wav", seconds=3.0, freq=440.0)
+    part = tmp_path / "mic.mkv"
+    ffmpeg(["-i", file_arg(tone), "-af", "asetnsamples=n=480", "-c:a", "pcm_s16le",
+            "-bsf:a", "noise=drop='between(pts*tb,1,2-0.0001)'", file_arg(part)])
+    track = audio_track(0.5, 3.5, 4 * 48000)
+    rendered = render_track(track, {"mic": part}, {"mic": probe(part)}, tmp_path / "out",
+                            RenderSettings(audio_format="wav"))
+    samples = decode_audio(rendered.path, rate=None)
+    assert len(samples) == 4 * 48000
+    spans = active_spans(samples, 48000)
+    assert [(round(start, 3), round(end, 3)) for start, end in spans] == [(0.5, 1.5),
+                                                                          (2.5, 3.5)]
+    assert not np.any(samples[int(1.5 * 48000) + 1:int(2.5 * 48000) - 1])
