@@ -52,11 +52,13 @@ def redact_url(url: str) -> str:
     """Return `url` without query string, fragment or credentials, safe to print."""
     try:
         parts = urlsplit(url)
-    except ValueError:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"  # IPv6
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # a malformed host or port
         return "<unparseable url>"
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
     query = "…" if parts.query else ""
     return urlunsplit((parts.scheme, host, parts.path, query, ""))
 

@@ -8,6 +8,7 @@ ignored: the API adds fields over time.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,10 +55,19 @@ def _iso8601(value: str | None) -> str | None:
     return value
 
 
+_HOST = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]+")
+
+
 def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        # Never echo the URL: it is signed.
+    # Never echo the URL in the message: it is signed.
+    try:
+        parts = urlsplit(value)
+        valid = (parts.scheme in ("http", "https") and bool(parts.hostname)
+                 and _HOST.fullmatch(parts.netloc.rpartition("@")[2]) is not None)
+        parts.port  # noqa: B018 - raises for a port out of range
+    except ValueError:
+        valid = False
+    if not valid:
         raise ValueError("must be an http(s) URL")
     return value
 
@@ -210,6 +220,8 @@ def parse_document(data: bytes, adapter: TypeAdapter[_T], source: str) -> _T:
     except json.JSONDecodeError as exc:
         raise ManifestError(source, f"line {exc.lineno} column {exc.colno}",
                             f"not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ManifestError(source, "", "nested too deeply to be a manifest") from None
     except ValueError as exc:
         raise ManifestError(source, "", str(exc)) from None
     try:

@@ -29,6 +29,8 @@ def test_the_docstring_tree_matches_the_classes() -> None:
      "https://bucket.s3.amazonaws.com/a/b.mp4?…"),
     ("https://user:pass@host:8443/p.webm#frag", "https://host:8443/p.webm"),
     ("http://127.0.0.1/plain.wav", "http://127.0.0.1/plain.wav"),
-], ids=["signed", "credentials", "plain"])
+    ("https://[::1]:8080/v.mp4?sig=1", "https://[::1]:8080/v.mp4?…"),
+    ("https://host:99999/v.mp4?sig=1", "<unparseable url>"),
+], ids=["signed", "credentials", "plain", "ipv6", "bad-port"])
 def test_redact_url_keeps_no_secret(url: str, shown: str) -> None:
     assert errors.redact_url(url) == shown

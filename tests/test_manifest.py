@@ -82,6 +82,10 @@ CASES: list[tuple[str, Breakage, str]] = [
     ("ftp-url", _set((0, "download_url"), "ftp://host/x.m4a?X-Amz-Signature=zz"),
      "[0].download_url: must be an http(s) URL"),
     ("duplicate-id", _duplicate_id, "[3].id: duplicate of [1].id"),
+    ("port-out-of-range", _set((2, "download_url"), "https://h:99999/p.wav?X-Amz-Signature=z"),
+     "[2].download_url: must be an http(s) URL"),
+    ("space-in-host", _set((0, "download_url"), "http://exa mple.com/p.wav"),
+     "[0].download_url: must be an http(s) URL"),
     ("top-level-object", lambda parts: {"parts": parts}, "top level: must be a list"),
     ("bool-as-number", _set((0, "duration"), True), "[0].duration: must be a number"),
 ]
@@ -109,7 +113,8 @@ def test_broken_audio_manifest_exits_2_naming_file_and_place(
     ("[{", "audio_parts.json: line 1 column 3: not valid JSON"),
     ('[{"duration": NaN}]', "audio_parts.json: NaN is not a finite number"),
     ("", "audio_parts.json: line 1 column 1: not valid JSON"),
-], ids=["truncated", "nan", "empty"])
+    ("[" * 100000, "audio_parts.json: nested too deeply to be a manifest"),
+], ids=["truncated", "nan", "empty", "nested-too-deeply"])
 def test_unparseable_manifest_exits_2(tmp_path: Path, text: str, expected: str) -> None:
     broken = tmp_path / "audio_parts.json"
     broken.write_text(text)
