@@ -133,6 +133,10 @@ class StorageError(DownloadError):
 class RenderError(AssemblerError):
     """A track could not be rendered."""
 
+    def __init__(self, message: str, *, part_id: str | None = None) -> None:
+        self.part_id = part_id  # the part at fault, when it is one part
+        super().__init__(message)
+
 
 class FFmpegNotFoundError(RenderError):
     """Neither ffmpeg on PATH nor the imageio-ffmpeg binary is available."""

@@ -26,7 +26,7 @@ from .download import (
     download_parts,
     fetch_document,
 )
-from .errors import AssemblerError, ManifestError, MediaError, StorageError
+from .errors import AssemblerError, ManifestError, MediaError, RenderError, StorageError
 from .manifest import (
     Documents,
     Sources,
@@ -180,8 +180,14 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
             renderable.append(track)
     rendered, render_failures = await _render_all(
         renderable, results.files, probes, out_dir, options, events)
-    failures.extend({"part": None, "track": path, "error": str(error)}
-                    for path, error in render_failures.items())
+    for track in renderable:
+        error = render_failures.get(track.path)
+        if error is not None:
+            # The contract names a part per failure: the one at fault, else each of the track's.
+            culprits = [error.part_id] if isinstance(error, RenderError) and error.part_id \
+                else list(dict.fromkeys(track.parts))
+            failures.extend({"part": part_id, "track": track.path, "error": str(error)}
+                            for part_id in culprits)
     report = build_report(plan, rendered, failures, out_dir,
                           inputs_fingerprint(sources, options))
     try:

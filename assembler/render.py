@@ -216,7 +216,7 @@ def _check_streams(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> None:
     needed = "audio" if track.kind == "audio" else "video"
     for part_id in track.parts:
         if getattr(probes[part_id], needed) is None:
-            raise MediaError(f"part {part_id} has no {needed} stream")
+            raise MediaError(f"part {part_id} has no {needed} stream", part_id=part_id)
 
 
 # `ffmpeg -i` prints durations to 10 ms and AAC frames last 21 ms: closer than

@@ -44,7 +44,7 @@ class ParticipantEntry(TypedDict):
 
 
 class FailureEntry(TypedDict):
-    part: str | None
+    part: str
     error: str
     track: NotRequired[str]  # the track not written because of it
 

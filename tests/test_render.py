@@ -89,9 +89,10 @@ def test_unusable_parts_fail_their_tracks_only(tmp_path: Path) -> None:
     written = {track["path"] for person in report["participants"] for track in person["tracks"]}
     assert written == {"participants/2-bob/webcam.mp4", "participants/3-cy/audio.flac"}
     failures = {(f["part"], f.get("track")): f["error"] for f in report["failures"]}
-    assert failures.keys() == {(corrupt.part_id, None), (None, "participants/2-bob/audio.flac")}
+    assert failures.keys() == {(corrupt.part_id, None),
+                               ("bob-audio", "participants/2-bob/audio.flac")}
     assert "not readable media" in failures[corrupt.part_id, None]
-    assert "has no audio stream" in failures[None, "participants/2-bob/audio.flac"]
+    assert "has no audio stream" in failures["bob-audio", "participants/2-bob/audio.flac"]
     # The unreadable part is set aside, so a rerun fetches it again.
     assert (out / "parts" / (corrupt.file + ".unreadable")).is_file()
     assert not (out / "parts" / corrupt.file).exists()

@@ -354,3 +354,24 @@ def test_read_only_output_is_one_line_and_exit_3(
     assert done.returncode == 3
     (line,) = done.stderr.splitlines()
     assert line.startswith("error: cannot create ")
+
+
+def test_copy_that_cannot_be_done_fails_that_track_naming_its_parts(
+        messy: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    _, manifests = messy
+    done = run_cli("--out", str(tmp_path), *manifests.cli_args(), "--video-strategy", "copy",
+                   "--quiet")
+    assert done.returncode == 1
+    report = report_of(tmp_path)
+    webcam = "participants/1-zoe-unicode/webcam.mp4"
+    failed = [failure for failure in report["failures"] if failure.get("track") == webcam]
+    assert [failure["part"] for failure in failed] == [
+        s.part_id for s in manifests.expected if s.participant_id == 1 and s.kind == "webcam"]
+    assert all("VP8 cannot be stored in MP4" in failure["error"] or
+               "differ" in failure["error"] for failure in failed)
+    written = {track["path"] for person in report["participants"]
+               for track in person["tracks"]}
+    assert webcam not in written
+    assert {"participants/1-zoe-unicode/audio.flac",
+            "participants/2-ada-lovelace/audio.flac"} <= written
+    assert not (tmp_path / webcam).exists()
