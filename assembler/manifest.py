@@ -345,6 +345,18 @@ async def load_documents(sources: Sources, fetch: FetchDocument) -> Documents:
             loaded[name] = await load_document(name, source, fetch)
         except ManifestError as exc:
             problems.append(exc)
+    if not problems and "audio_parts" in loaded and "video_parts" in loaded:
+        problems.extend(_ids_in_both(loaded, sources))
     if problems:
         raise InvalidInputsError(problems)
     return Documents(**loaded)
+
+
+def _ids_in_both(loaded: dict[str, tuple[Any, ...]], sources: Sources) -> list[ManifestError]:
+    """An id both an audio and a video part: parts are stored and reported by id alone."""
+    audio = {part.id: index for index, part in enumerate(loaded["audio_parts"])}
+    video_source = describe_source(sources.video_parts or "")
+    audio_source = describe_source(sources.audio_parts or "")
+    return [ManifestError(video_source, f"[{index}].id",
+                          f"also the id of an audio part ({audio_source} [{audio[part.id]}])")
+            for index, part in enumerate(loaded["video_parts"]) if part.id in audio]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -54,21 +55,24 @@ def _url_extension(url: str) -> str:
 
 
 def part_filenames(parts: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Map each `(part id, url)` to its file name under `parts/`.
+    """Map each `(part id, url)` to its file name under `parts/`, every name distinct.
 
-    Two ids that make the same safe name (`a/b`, `a-b`) get a short hash of the
-    id appended, so no part overwrites another.
+    A part keeps its safe id as the name unless another part's safe id is the
+    same (`a/b`, `a-b`; compared without case, for case-insensitive disks):
+    then each of them gets a hash of its id appended, lengthened until no name
+    is taken, so no part overwrites another.
     """
-    pairs = list(parts)
+    pairs = list(dict.fromkeys(parts))
     stems = {part_id: safe_id(part_id) for part_id, _ in pairs}
-    counts: dict[str, int] = {}
-    for stem in stems.values():
-        key = stem.lower()  # case-insensitive file systems would collide too
-        counts[key] = counts.get(key, 0) + 1
+    shared = Counter(stem.lower() for stem in stems.values())
+    taken = {stem.lower() for stem in stems.values() if shared[stem.lower()] == 1}
     names = {}
     for part_id, url in pairs:
         stem = stems[part_id]
-        if counts[stem.lower()] > 1:
-            stem = f"{stem}-{hashlib.sha256(part_id.encode()).hexdigest()[:8]}"
+        if shared[stem.lower()] > 1:
+            digest = hashlib.sha256(part_id.encode()).hexdigest()
+            stem = next(candidate for length in range(8, len(digest) + 1, 4)
+                        if (candidate := f"{stem}-{digest[:length]}").lower() not in taken)
+            taken.add(stem.lower())
         names[part_id] = stem + _url_extension(url)
     return names

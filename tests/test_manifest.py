@@ -140,6 +140,20 @@ def test_unknown_video_type_and_every_bad_document_listed(
     ]
 
 
+def test_an_id_both_audio_and_video_part_is_bad_input(
+        recording: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    _, manifests = recording
+    audio = json.loads(manifests.audio_parts.read_text())
+    video = json.loads(manifests.video_parts.read_text())
+    video[0]["id"] = audio[2]["id"]
+    (tmp_path / "video_parts.json").write_text(json.dumps(video))
+    done = run_cli("--out", str(tmp_path / "out"), "--audio-parts", str(manifests.audio_parts),
+                   "--video-parts", str(tmp_path / "video_parts.json"))
+    assert done.returncode == 2
+    assert done.stderr == ("error: video_parts.json: [0].id: also the id of an audio part "
+                           "(audio_parts.json [2])\n")
+
+
 def test_manifest_url_is_fetched_and_its_query_never_shown(
         recording: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
     server, manifests = recording

@@ -40,3 +40,12 @@ def test_part_ids_that_make_the_same_name_do_not_collide() -> None:
                             ("A-B", "https://h/3.m4a")])
     assert len(set(names.values())) == 3
     assert all(name.endswith(".m4a") for name in names.values())
+
+
+def test_a_part_id_like_another_parts_hashed_name_does_not_collide() -> None:
+    first = part_filenames([("a/b", "https://h/1.m4a"), ("a-b", "https://h/2.m4a")])
+    hashed = first["a/b"].removesuffix(".m4a")
+    names = part_filenames([("a/b", "https://h/1.m4a"), ("a-b", "https://h/2.m4a"),
+                            (hashed, "https://h/3.m4a")])
+    assert len({name.lower() for name in names.values()}) == 3
+    assert names[hashed] == f"{hashed}.m4a"
