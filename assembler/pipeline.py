@@ -94,12 +94,24 @@ class RunOutcome:
 
 
 def inputs_fingerprint(sources: Sources, options: RunOptions) -> str:
-    """Stable digest of what a run was asked to do; URLs count without their signatures."""
-    shown = {name: describe_source(source) if is_url(source) else str(Path(source).resolve())
+    """Stable digest of what a run was asked to do, for batch reruns to skip finished work.
+
+    A local document counts by its content (edit a manifest and the recording is
+    made again); a URL by its address without the signature, so that deciding
+    to skip fetches nothing.
+    """
+    shown = {name: describe_source(source) if is_url(source) else _content_digest(source)
              for name, source in sources.given().items()}
     text = json.dumps({"sources": shown, "options": options.fingerprint_fields()},
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _content_digest(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return str(Path(path).resolve())  # unreadable: the run will say so
 
 
 def _fetcher(settings: DownloadSettings) -> FetchDocument:

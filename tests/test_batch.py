@@ -217,3 +217,19 @@ def test_dry_run_prints_each_plan_and_fetches_no_part(
     assert sum(count for path, count in server.requests.items() if "/parts/" in path) == (
         parts_before)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_changed_local_manifest_makes_the_recording_again(tmp_path: Path) -> None:
+    from assembler.manifest import Sources
+    from assembler.pipeline import RunOptions, inputs_fingerprint
+
+    audio = tmp_path / "audio_parts.json"
+    audio.write_text("[]")
+    sources = Sources(audio_parts=str(audio),
+                      video_parts="https://api.example/v.json?X-Amz-Signature=one")
+    before = inputs_fingerprint(sources, RunOptions())
+    renewed = Sources(audio_parts=str(audio),
+                      video_parts="https://api.example/v.json?X-Amz-Signature=two")
+    assert inputs_fingerprint(renewed, RunOptions()) == before  # a fresh signature is the same
+    audio.write_text('[{"id": "added"}]')
+    assert inputs_fingerprint(sources, RunOptions()) != before
