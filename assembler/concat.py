@@ -225,6 +225,9 @@ def _packet_blocker(track: TrackPlan, probes: Mapping[str, PartProbe]) -> str | 
             return f"part {part_id} has no readable H.264 packets"
         if not (probe.headers.idr and probe.packets.keyframe[0]):
             return f"part {part_id} does not start with an IDR frame"
+        if probe.video.rotation:
+            # The concat demuxer keeps no display matrix: copied, it would show sideways.
+            return f"part {part_id} is turned {probe.video.rotation} degrees for display"
         if probe.parameter_sets > 1:
             # Copied, the stream would change size or format mid-track: many players can't.
             return f"part {part_id} changes its H.264 parameters (size or format) midway"

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -139,6 +139,13 @@ class VideoStream:
     fps: Fraction | None
     time_base: Fraction | None
     index: int = 0  # the stream's index in its file
+    rotation: int = 0  # degrees a player turns the picture (display matrix): 0, 90, 180, 270
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """Width and height as shown: square pixels, turned by the display matrix."""
+        width = round(self.width * self.sar) if self.sar else self.width
+        return (self.height, width) if self.rotation % 180 else (width, self.height)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,6 +183,8 @@ _SAR = re.compile(r"SAR (\d+):(\d+)")
 _FPS = re.compile(r"([\d.]+(?:k)?) (fps|tbn)")
 _RATE = re.compile(r"(\d+) Hz")
 _CHANNELS = re.compile(r"Hz, ([^,]+)")
+# "Display Matrix: rotation of 90.00 degrees" (ffmpeg 9), "displaymatrix: ..." (ffmpeg 5).
+_ROTATION = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.I)
 
 
 def probe(path: Path) -> MediaInfo:
@@ -215,12 +224,17 @@ def probe_many(paths: Sequence[Path], group: int = 32) -> dict[Path, MediaInfo |
 def _media_info(container: str, text: str) -> MediaInfo:
     audio: AudioStream | None = None
     video: VideoStream | None = None
-    streams = _STREAM.findall(text)
-    for index, kind, description in streams:
+    streams = list(_STREAM.finditer(text))
+    for number, stream in enumerate(streams):
+        index, kind, description = stream.groups()
         if kind == "Audio" and audio is None:
             audio = _audio_stream(description)
         elif kind == "Video" and video is None and "attached pic" not in description:
-            video = _video_stream(description, int(index))
+            # The lines under a stream's own (metadata, side data) run to the next stream.
+            end = streams[number + 1].start() if number + 1 < len(streams) else len(text)
+            rotation = _ROTATION.search(text, stream.end(), end)
+            video = replace(_video_stream(description, int(index)),
+                            rotation=round(float(rotation[1])) % 360 if rotation else 0)
     duration = _DURATION.search(text)
     start = _START.search(text)
     return MediaInfo(

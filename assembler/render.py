@@ -148,8 +148,11 @@ def audio_join_argv(listing: Path, output: Path, audio_format: str) -> list[str]
 
 
 def video_size(probes: Mapping[str, MediaInfo]) -> tuple[int, int]:
-    """The largest part's frame size (by area), rounded up to even numbers for yuv420p."""
-    sizes = [(info.video.width, info.video.height) for info in probes.values() if info.video]
+    """The largest part's size as shown (by area), rounded up to even numbers for yuv420p.
+
+    As shown: a portrait phone's part is portrait, non-square pixels are made square.
+    """
+    sizes = [info.video.display_size for info in probes.values() if info.video]
     if not sizes:
         raise MediaError("no part of this track has a video stream")
     width, height = max(sizes, key=lambda size: size[0] * size[1])
@@ -169,6 +172,10 @@ def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path], size: tuple[i
                   # Timestamps from the part's first frame, then a constant rate.
                   .filter("setpts", "PTS-STARTPTS")
                   .filter("fps", fps=rate)
+                  # Square pixels first (ffmpeg has already turned the picture upright), so
+                  # fitting into the frame keeps the shape the part is shown with.
+                  .filter("scale", "iw*sar", "ih")
+                  .filter("setsar", 1)
                   .filter("scale", width, height, force_original_aspect_ratio="decrease")
                   .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2", color="black")
                   .filter("setsar", 1)

@@ -249,6 +249,12 @@ def test_keyframe_cut_is_zero_when_only_the_first_keyframe_comes_before() -> Non
     assert keyframe_cut(packets, 5, Fraction(30)) == 0
 
 
+def test_a_part_turned_for_display_is_not_copied() -> None:
+    # The concat demuxer keeps no display matrix: a phone's portrait part would lie down.
+    assert copy_blocker(track(ONE_PART, Fraction(3)), {"a": part_probe(rotation=90)}) == (
+        "part a is turned 90 degrees for display")
+
+
 def test_a_part_must_start_with_an_idr_frame() -> None:
     probe_ = PartProbe(path=PART, video=video(), packets=trace(list(range(30))),
                        headers=H264Headers(profile_idc=66, level_idc=30, idr=False))

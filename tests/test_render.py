@@ -20,6 +20,7 @@ from tests.support.media import (
     decode_errors,
     decode_frames,
     ffmpeg,
+    is_black,
     make_colour_video,
     make_tone,
 )
@@ -125,3 +126,36 @@ def test_a_gap_in_a_parts_timestamps_stays_a_gap(tmp_path: Path) -> None:
     assert [(round(start, 3), round(end, 3)) for start, end in spans] == [(0.5, 1.5),
                                                                           (2.5, 3.5)]
     assert not np.any(samples[int(1.5 * 48000) + 1:int(2.5 * 48000) - 1])
+
+
+def test_portrait_and_non_square_parts_keep_their_shape(tmp_path: Path) -> None:
+    landscape = make_colour_video(tmp_path / "land.mp4", seconds=1.0, colour="red",
+                                  size=(320, 240), fps=15)
+    # A phone held upright: stored 320x240, turned 90 degrees by its display matrix.
+    portrait = tmp_path / "portrait.mp4"
+    ffmpeg(["-display_rotation", "90", "-i", file_arg(landscape), "-c", "copy",
+            file_arg(portrait)])
+    # Pixels twice as wide as tall: stored 160x240, shown 320x240.
+    wide = tmp_path / "wide.mp4"
+    ffmpeg(["-f", "lavfi", "-i", "color=c=blue:s=160x240:r=15:d=1,setsar=2/1",
+            "-c:v", "libx264", "-pix_fmt", "yuv420p", file_arg(wide)])
+    slots = (Slot(part_id="portrait", start=Fraction(0), end=Fraction(1)),
+             Slot(part_id="wide", start=Fraction(1), end=Fraction(2)))
+    track = TrackPlan(participant_id=1, kind="webcam", path="webcam.mp4", rate=Fraction(FPS),
+                      length=2 * FPS, slots=slots, segments=place(slots, 2 * FPS,
+                                                                   Fraction(FPS)))
+    parts = {"portrait": portrait, "wide": wide}
+    rendered = render_track(track, parts, {name: probe(path) for name, path in parts.items()},
+                            tmp_path / "out", RenderSettings())
+    assert rendered.strategy == "encode"
+    info = probe(rendered.path).video
+    assert info is not None
+    assert (info.width, info.height) == (240, 320)  # the portrait part's shape
+    frames = decode_frames(rendered.path, size=(24, 32))
+    # The portrait part fills the frame; the 4:3 part is letterboxed, not squashed.
+    assert colour_spans(frames, "red", tol=60) == [(0, FPS)]
+    wide_frame = frames[FPS + 5]
+    assert is_black(wide_frame[:6])
+    assert is_black(wide_frame[-6:])
+    blue_rows = [row for row in range(32) if not is_black(wide_frame[row:row + 1], tol=60)]
+    assert 16 <= len(blue_rows) <= 20  # 240 x 180 of blue in a 240 x 320 frame: 18 rows
