@@ -122,7 +122,9 @@ def _audio_graph(track: TrackPlan, parts: Mapping[str, Path], channels: int) -> 
         if placed.lead:
             stream = stream.filter("adelay", delays=f"{placed.lead}S", all=1)
         pieces.append(stream.filter("asetpts", "N/SR/TB"))
-    return ffmpeg.concat(*pieces, v=0, a=1)
+    # Even frames for the encoder: a part of a few samples would otherwise make a frame
+    # FLAC refuses ("invalid block size"). The last frame keeps what is left, unpadded.
+    return ffmpeg.concat(*pieces, v=0, a=1).filter("asetnsamples", n=4096, p=0)
 
 
 def audio_argv(track: TrackPlan, parts: Mapping[str, Path], channels: int, output: Path,

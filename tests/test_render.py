@@ -106,7 +106,7 @@ def test_unusable_parts_fail_their_tracks_only(tmp_path: Path) -> None:
 def audio_track(start: float, end: float, length: int) -> TrackPlan:
     slots = (Slot(part_id="mic", start=Fraction(start), end=Fraction(end)),)
     rate = Fraction(48000)
-    return TrackPlan(participant_id=1, kind="audio", path="audio.wav", rate=rate,
+    return TrackPlan(participant_id=1, kind="audio", path="audio.flac", rate=rate,
                      length=length, slots=slots, segments=place(slots, length, rate))
 
 
@@ -159,3 +159,14 @@ def test_portrait_and_non_square_parts_keep_their_shape(tmp_path: Path) -> None:
     assert is_black(wide_frame[-6:])
     blue_rows = [row for row in range(32) if not is_black(wide_frame[row:row + 1], tol=60)]
     assert 16 <= len(blue_rows) <= 20  # 240 x 180 of blue in a 240 x 320 frame: 18 rows
+
+
+def test_a_part_of_a_few_samples_first_still_makes_a_flac_track(tmp_path: Path) -> None:
+    tone = make_tone(tmp_path / "mic.wav", seconds=0.5, freq=440.0)
+    track = audio_track(0.0, 0.0002, 48000)  # 10 samples of tone, then silence
+    rendered = render_track(track, {"mic": tone}, {"mic": probe(tone)}, tmp_path / "out",
+                            RenderSettings(audio_format="flac"))
+    samples = decode_audio(rendered.path, rate=None)
+    assert len(samples) == 48000
+    assert np.any(samples[:10])
+    assert not np.any(samples[10:])
