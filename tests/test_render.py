@@ -103,10 +103,10 @@ def test_unusable_parts_fail_their_tracks_only(tmp_path: Path) -> None:
     assert [track["parts"] for track in bob_tracks] == [[silent_video.part_id]]
 
 
-def audio_track(start: float, end: float, length: int) -> TrackPlan:
+def audio_track(start: float, end: float, length: int, audio_format: str) -> TrackPlan:
     slots = (Slot(part_id="mic", start=Fraction(start), end=Fraction(end)),)
     rate = Fraction(48000)
-    return TrackPlan(participant_id=1, kind="audio", path="audio.flac", rate=rate,
+    return TrackPlan(participant_id=1, kind="audio", path=f"audio.{audio_format}", rate=rate,
                      length=length, slots=slots, segments=place(slots, length, rate))
 
 
@@ -117,7 +117,7 @@ def test_a_gap_in_a_parts_timestamps_stays_a_gap(tmp_path: Path) -> None:
     part = tmp_path / "mic.mkv"
     ffmpeg(["-i", file_arg(tone), "-af", "asetnsamples=n=480", "-c:a", "pcm_s16le",
             "-bsf:a", "noise=drop='between(pts*tb,1,2-0.0001)'", file_arg(part)])
-    track = audio_track(0.5, 3.5, 4 * 48000)
+    track = audio_track(0.5, 3.5, 4 * 48000, "wav")
     rendered = render_track(track, {"mic": part}, {"mic": probe(part)}, tmp_path / "out",
                             RenderSettings(audio_format="wav"))
     samples = decode_audio(rendered.path, rate=None)
@@ -163,7 +163,7 @@ def test_portrait_and_non_square_parts_keep_their_shape(tmp_path: Path) -> None:
 
 def test_a_part_of_a_few_samples_first_still_makes_a_flac_track(tmp_path: Path) -> None:
     tone = make_tone(tmp_path / "mic.wav", seconds=0.5, freq=440.0)
-    track = audio_track(0.0, 0.0002, 48000)  # 10 samples of tone, then silence
+    track = audio_track(0.0, 0.0002, 48000, "flac")  # 10 samples of tone, then silence
     rendered = render_track(track, {"mic": tone}, {"mic": probe(tone)}, tmp_path / "out",
                             RenderSettings(audio_format="flac"))
     samples = decode_audio(rendered.path, rate=None)
