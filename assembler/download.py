@@ -1,11 +1,14 @@
 """Download stage: fetch parts into `parts/`, resumable, retried, and never leaking a signature.
 
 One aiohttp session feeds `concurrency` workers that pull parts from a queue.
-A part streams into `<filename>.part`; its sidecar `<filename>.part.json`
-keeps the validator (ETag, else Last-Modified) and length of the first
-response, so a retry, or a later run after a crash, resumes with `Range` +
-`If-Range`. A finished part is fsynced and renamed into place; a part whose
-final file exists is never requested again.
+A body is held in memory and is streamed into `<filename>.part` through
+aiofiles in batches (`_Body`);
+once any of it is there, its sidecar `<filename>.part.json` keeps the
+validator (ETag, else Last-Modified) and length of the first response, so a
+retry, or a later run after a crash, resumes with `Range` + `If-Range`. A
+finished part is fdatasynced and renamed into place while its worker fetches
+the next one; the directory is fsynced once per call. A part whose final file
+exists is never requested again.
 
 Retries use tenacity's full-jitter exponential backoff, or the server's
 Retry-After, each wait capped at `max_backoff`; `is_retryable` alone decides
@@ -30,6 +33,7 @@ from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import aiofiles
+import aiofiles.os
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
 
@@ -62,6 +66,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SIDECAR_SUFFIX = ".json"
+# A body is held in memory up to this many bytes, spilled to `.part` past it: a part no
+# larger costs one write, one fdatasync and one rename, and no sidecar. Memory stays
+# under workers x 2 x (this + a chunk) plus the read buffers: one body held while the
+# worker's previous one is published.
+_SPILL_BYTES = 2 << 20
+# Seconds of silence from the server after which held bytes are spilled anyway, so that a
+# stalled transfer (and a kill -9 during the stall) keeps what it received. Far above the
+# gaps between reads of a flowing body.
+_IDLE_SPILL = 0.1
 _CLOCK_SKEW = timedelta(minutes=15)
 _ERROR_BODY_LIMIT = 64 * 1024
 # Statuses worth another try besides every 5xx.
@@ -176,6 +189,18 @@ class _Run:
     parts_dir: Path
     progress: DownloadProgress
     refresh_url: RefreshUrl | None
+    renamed: bool = False  # some part was renamed into `parts_dir`: fsync it before returning
+    files: dict[str, Path] = field(default_factory=dict)
+    failures: dict[str, DownloadError] = field(default_factory=dict)
+
+    def finished(self, part_id: str, path: Path, *, skipped: bool) -> None:
+        self.files[part_id] = path
+        self.progress.part_finished(part_id, path, skipped)
+
+    def failed(self, part_id: str, error: DownloadError) -> None:
+        log.info("%s", error)
+        self.failures[part_id] = error
+        self.progress.part_failed(part_id, error)
 
 
 # --- errors and retries -------------------------------------------------------------------
@@ -356,19 +381,25 @@ class _PartFile:
     sidecar: Path
     validator: str | None = None
     total: int | None = None
+    # The sidecar on disk describes `.part`'s bytes. False from the moment a response
+    # restarts the part (its validator is in memory, the old bytes still on disk) until
+    # `start_over` has emptied `.part` and written the new sidecar.
+    described: bool = False
 
     @classmethod
     def load(cls, parts_dir: Path, filename: str) -> _PartFile:
         partial = parts_dir / (filename + PART_SUFFIX)
         part = cls(parts_dir / filename, partial, partial.with_name(partial.name + _SIDECAR_SUFFIX))
-        with contextlib.suppress(OSError, ValueError, TypeError):
+        with contextlib.suppress(OSError, ValueError, TypeError, LookupError):
             saved = json.loads(part.sidecar.read_text())
-            part.validator, part.total = saved["validator"], saved["total"]
+            validator, total = saved["validator"], saved["total"]
+            if isinstance(validator, str | None) and isinstance(total, int | None):
+                part.validator, part.total, part.described = validator, total, True
         return part
 
     def resume_offset(self) -> int:
         """Bytes already on disk that a Range request may continue; 0 when unsafe."""
-        if self.validator is None and self.total is None:
+        if not self.described or (self.validator is None and self.total is None):
             return 0  # nothing to check the server's copy against: start over
         try:
             return self.partial.stat().st_size
@@ -383,29 +414,151 @@ class _PartFile:
             headers["If-Range"] = self.validator
         return headers
 
-    def save(self) -> None:
-        """Write the sidecar; only once `.part` is empty, so it never describes other bytes."""
-        self.sidecar.write_text(json.dumps({"validator": self.validator, "total": self.total}))
-
     def discard(self) -> None:
         self.validator = self.total = None
+        self.described = False
         self.partial.unlink(missing_ok=True)
         self.sidecar.unlink(missing_ok=True)
 
-    def commit(self) -> None:
-        """Make the finished `.part` durable, then atomically the final file (blocking)."""
-        _fsync(self.partial)
-        os.replace(self.partial, self.final)
-        self.sidecar.unlink(missing_ok=True)
-        _fsync(self.final.parent)  # makes the rename itself durable
+    def start_over(self) -> None:
+        """Empty `.part`, then write the sidecar for the bytes about to follow (blocking).
+
+        No fsync of the sidecar: losing it, or finding it torn (a strict prefix of
+        a JSON object never parses), means restarting from zero, which is safe; an
+        older sidecar that survives instead still carries the validator of the
+        bytes it was written with, and If-Range makes the server send everything
+        when its copy has changed since. What must never happen is this sidecar
+        becoming durable while `.part` still holds another version's bytes, so when
+        there were bytes, the truncation is made durable first (a rare path: a
+        restart after a version change or a lost sidecar).
+        """
+        try:
+            had_bytes = self.partial.stat().st_size > 0
+        except FileNotFoundError:
+            had_bytes = False
+        with self.partial.open("wb") as out:
+            if had_bytes:
+                os.fdatasync(out.fileno())
+        self.sidecar.write_text(json.dumps({"validator": self.validator, "total": self.total}))
+        self.described = True
+
+    def append(self, chunks: Sequence[bytes], *, publish: bool, truncate: bool = False) -> None:
+        """Append `chunks` to `.part`; with `publish`, also make it the final file (blocking).
+
+        The one fsync a part cannot do without: its bytes are made durable before
+        the rename, or a power cut could leave a renamed but empty or short final
+        file, which every later run would take as complete. fdatasync is enough:
+        it writes the size with the data, and the times are not worth a journal
+        write. The rename's own durability is left to the caller's one fsync of
+        the directory per batch (see `_sync_dir`).
+        """
+        with self.partial.open("wb" if truncate else "ab") as out:
+            for chunk in chunks:
+                out.write(chunk)
+            if publish:
+                out.flush()
+                os.fdatasync(out.fileno())
+        if publish:
+            os.replace(self.partial, self.final)
+            self.sidecar.unlink(missing_ok=True)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    async def write(self, chunks: Sequence[bytes], *, publish: bool,
+                    truncate: bool = False) -> None:
+        """`append` for the event loop, streamed through aiofiles: the same bytes, the same
+        fdatasync before the rename."""
+        async with aiofiles.open(self.partial, "wb" if truncate else "ab") as out:
+            await out.write(b"".join(chunks))  # one write per batch: one thread hop
+            if publish:
+                await out.flush()
+                await _fdatasync(out.fileno())
+        if publish:
+            await aiofiles.os.replace(self.partial, self.final)
+            await _remove_if_there(self.sidecar)
+
+
+_fdatasync = aiofiles.os.wrap(os.fdatasync)
+
+
+async def _remove_if_there(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        await aiofiles.os.remove(path)
+
+
+def _sync_dir(path: Path) -> None:
+    """fsync a directory: makes the renames into it durable (blocking).
+
+    Once per `download_parts` call rather than once per part: a rename that a
+    power cut undoes leaves the fsynced `.part` behind, so the part is fetched
+    or finished again, never taken half-written; what the batch fsync adds is
+    that every part reported done stays done once the call has returned.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass(slots=True)
+class _Body:
+    """A response body on its way into `.part`: held in memory, spilled to disk in batches.
+
+    A small body is written once, then fsynced and renamed (`publish`), and
+    needs no sidecar at all, since nothing of it is on disk
+    before it is complete. Bytes reach `.part` (after its sidecar) only once
+    `_SPILL_BYTES` are held, when the server falls silent for `_IDLE_SPILL`, or
+    when the transfer fails: a kill -9 loses at most what is held, which a rerun
+    fetches again, and a stalled or broken transfer keeps everything it got.
+    """
+
+    part: _PartFile
+    fresh: bool  # `.part` is still to be emptied and described by a new sidecar
+    chunks: list[bytes] = field(default_factory=list)
+    held: int = 0
+
+    def add(self, chunk: bytes) -> bool:
+        """Hold `chunk`; True when more than `_SPILL_BYTES` are held, time to spill."""
+        self.chunks.append(chunk)
+        self.held += len(chunk)
+        return self.held > _SPILL_BYTES
+
+    def _take(self) -> tuple[list[bytes], bool]:
+        chunks, fresh = self.chunks, self.fresh
+        self.chunks, self.held, self.fresh = [], 0, False
+        return chunks, fresh
+
+    def _write(self, chunks: list[bytes], fresh: bool) -> None:
+        if fresh:
+            self.part.start_over()
+        self.part.append(chunks, publish=False)
+
+    async def spill(self) -> None:
+        chunks, fresh = self._take()
+        if fresh:
+            await asyncio.to_thread(self.part.start_over)
+        await self.part.write(chunks, publish=False)
+
+    def spill_now(self) -> None:
+        """Keep what is held after a failure, blocking the loop briefly (at most `_SPILL_BYTES`).
+
+        Blocking rather than a thread: it also runs on cancellation, when no
+        await can be trusted to finish. Nothing is in flight in a thread then, as
+        `spill` hands its chunks over before it awaits.
+        """
+        if self.chunks:
+            chunks, fresh = self._take()
+            with contextlib.suppress(OSError):  # the failure that brought us here says more
+                self._write(chunks, fresh)
+
+    async def publish(self) -> None:
+        """Write what is held, fsync, rename into place."""
+        chunks, fresh = self._take()
+        if fresh:
+            # Whatever an earlier run left is replaced, and no sidecar describes the new
+            # bytes: a kill before the rename leaves a `.part` that is fetched again.
+            await _remove_if_there(self.part.sidecar)
+        await self.part.write(chunks, publish=True, truncate=fresh)
 
 
 def _body_start(resp: aiohttp.ClientResponse, target: _Target, part: _PartFile,
@@ -421,6 +574,7 @@ def _body_start(resp: aiohttp.ClientResponse, target: _Target, part: _PartFile,
     if resp.status != 206:  # a 200 to a Range request: the server starts over, so do we
         part.validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
         part.total = resp.content_length
+        part.described = False
         return 0
     if first == offset and (total is None or part.total in (None, total)):
         part.total = part.total if total is None else total
@@ -431,27 +585,47 @@ def _body_start(resp: aiohttp.ClientResponse, target: _Target, part: _PartFile,
     raise TransferError(target.part_id, message)
 
 
-async def _write_body(resp: aiohttp.ClientResponse, run: _Run, target: _Target,
-                      part: _PartFile, start: int) -> None:
+async def _next_chunk(resp: aiohttp.ClientResponse, body: _Body, size: int) -> bytes:
+    """The next piece of the body (b"" at its end); spills what is held if the server stalls."""
+    if not body.chunks:
+        return await resp.content.read(size)
+    try:
+        async with asyncio.timeout(_IDLE_SPILL) as idle:
+            return await resp.content.read(size)  # cancelling a read loses no data
+    except TimeoutError:
+        if not idle.expired():
+            raise  # aiohttp's own read timeout
+    await body.spill()
+    return await resp.content.read(size)
+
+
+async def _receive(resp: aiohttp.ClientResponse, run: _Run, target: _Target,
+                   part: _PartFile, start: int) -> _Body:
+    """Read the body; returns it with whatever is still held, to be published."""
+    body = _Body(part, fresh=not start)
     received = start
     content_type = resp.headers.get("Content-Type", "").partition(";")[0].strip()
-    async with aiofiles.open(part.partial, "ab" if start else "wb") as out:
-        if not start:
-            part.save()
-        async for chunk in resp.content.iter_chunked(run.settings.chunk_size):
+    try:
+        while chunk := await _next_chunk(resp, body, run.settings.chunk_size):
             if received == 0:
                 _refuse_page(target, content_type, chunk)
-            await out.write(chunk)
             received += len(chunk)
             run.progress.part_advanced(target.part_id, len(chunk))
+            if body.add(chunk):
+                await body.spill()
+    except BaseException:
+        body.spill_now()
+        raise
     if received == 0:
         _refuse_page(target, "", b"")
     if part.total is not None and received != part.total:
+        body.spill_now()
         raise TransferError(target.part_id, f"{target.label}: the body ended at byte "
                             f"{received} of {part.total}")
+    return body
 
 
-async def _fetch_part_once(run: _Run, target: _Target, part: _PartFile) -> None:
+async def _fetch_part_once(run: _Run, target: _Target, part: _PartFile) -> _Body:
     _refuse_expired(target)
     offset = part.resume_offset()
     log.debug("%s: GET %s from byte %d", target.label, redact_url(target.url), offset)
@@ -460,58 +634,79 @@ async def _fetch_part_once(run: _Run, target: _Target, part: _PartFile) -> None:
             async with run.session.get(target.url, headers=part.request_headers(offset)) as resp:
                 await _check_status(resp, target)
                 start = _body_start(resp, target, part, offset)
-                if start is not None:
-                    run.progress.part_started(target.part_id, part.total, start)
-                    await _write_body(resp, run, target, part, start)
+                if start is None:
+                    return _Body(part, fresh=False)  # `.part` is whole: publish it as it is
+                run.progress.part_started(target.part_id, part.total, start)
+                return await _receive(resp, run, target, part, start)
     except NotMediaError:
         part.discard()  # an error page must not be resumed into
         raise
 
 
-async def _fetch_with_refresh(run: _Run, target: _Target, part: _PartFile) -> None:
+async def _fetch_with_refresh(run: _Run, target: _Target, part: _PartFile) -> _Body:
     attempt = functools.partial(_fetch_part_once, run, target, part)
     try:
-        await _with_retries(run.settings, target, attempt)
+        return await _with_retries(run.settings, target, attempt)
     except LinkExpiredError:
         fresh = await run.refresh_url(target.part_id) if run.refresh_url else None
         if fresh is None:
             raise
         log.info("%s: link expired; continuing with a fresh one", target.label)
         target.url = fresh
-        await _with_retries(run.settings, target, attempt)
+        return await _with_retries(run.settings, target, attempt)
 
 
-async def _download_part(run: _Run, item: PartDownload) -> tuple[Path, bool]:
-    """Fetch one part to its final name; returns (path, skipped)."""
+async def _fetch_part(run: _Run, item: PartDownload) -> tuple[_Target, _Body] | None:
+    """Fetch one part's body, still to be published; None when its final file is there."""
     target = _Target(label=f"part {item.part_id}", part_id=item.part_id, url=item.url)
     with _translated(target):
         part = _PartFile.load(run.parts_dir, item.filename)
         if part.final.exists():
             part.sidecar.unlink(missing_ok=True)  # left if a run died right after the rename
-            return part.final, True
-    await _fetch_with_refresh(run, target, part)
-    with _translated(target):
-        await asyncio.to_thread(part.commit)
-    log.debug("%s: complete as %s", target.label, part.final)
-    return part.final, False
+            run.finished(item.part_id, part.final, skipped=True)
+            return None
+    return target, await _fetch_with_refresh(run, target, part)
+
+
+async def _publish(run: _Run, target: _Target, body: _Body) -> None:
+    run.renamed = True  # set before: a cancelled publish may still rename in its thread
+    try:
+        with _translated(target):
+            await body.publish()
+    except DownloadError as error:
+        run.failed(target.part_id, error)
+    else:
+        log.debug("%s: complete as %s", target.label, body.part.final)
+        run.finished(target.part_id, body.part.final, skipped=False)
 
 
 # --- the pool -----------------------------------------------------------------------------
 
 
-async def _worker(run: _Run, queue: asyncio.Queue[PartDownload],
-                  files: dict[str, Path], failures: dict[str, DownloadError]) -> None:
-    while not queue.empty():
-        item = queue.get_nowait()
-        try:
-            path, skipped = await _download_part(run, item)
-        except DownloadError as error:
-            log.info("%s", error)
-            failures[item.part_id] = error
-            run.progress.part_failed(item.part_id, error)
-        else:
-            files[item.part_id] = path
-            run.progress.part_finished(item.part_id, path, skipped)
+async def _worker(run: _Run, queue: asyncio.Queue[PartDownload]) -> None:
+    """Fetch parts one after another; each is published while the next one is fetched.
+
+    The fsync of a small part takes milliseconds and its request waits on the
+    server's latency: overlapping them keeps the disk off the network's path.
+    At most one publish per worker is in flight, so at most two bodies are held.
+    """
+    publishing: asyncio.Task[None] | None = None
+    try:
+        while not queue.empty():
+            item = queue.get_nowait()
+            try:
+                fetched = await _fetch_part(run, item)
+            except DownloadError as error:
+                run.failed(item.part_id, error)
+                continue
+            if fetched is None:
+                continue
+            if publishing:
+                await publishing
+            publishing = asyncio.create_task(_publish(run, *fetched))
+    finally:
+        if publishing:
+            await publishing
 
 
 @contextlib.asynccontextmanager
@@ -552,19 +747,24 @@ async def download_parts(
     queue: asyncio.Queue[PartDownload] = asyncio.Queue()
     for item in parts:
         queue.put_nowait(item)
-    files: dict[str, Path] = {}
-    failures: dict[str, DownloadError] = {}
     workers = max(1, min(settings.concurrency, len(parts)))
     async with _session(settings, workers) as session:
         run = _Run(session, settings, parts_dir, progress or NoProgress(), refresh_url)
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
-                    group.create_task(_worker(run, queue, files, failures))
+                    group.create_task(_worker(run, queue))
         except ExceptionGroup as failed:
             # Not a part's failure (refresh_url's own error, or a bug): raise it as itself.
             raise failed.exceptions[0] from None
-    return DownloadResults(files=files, failures=failures)
+    # Only on the way out of a finished call: after a cancellation or a crash, a rename that
+    # a power cut undoes costs a part fetched again, nothing worse.
+    if run.renamed:
+        try:
+            await asyncio.to_thread(_sync_dir, parts_dir)
+        except OSError as exc:  # the parts are there now; only their durability is in doubt
+            log.warning("cannot fsync %s: %s", parts_dir, exc.strerror or exc)
+    return DownloadResults(files=run.files, failures=run.failures)
 
 
 async def _fetch_document_once(session: aiohttp.ClientSession, target: _Target,

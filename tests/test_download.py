@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -334,6 +335,23 @@ async def test_changed_etag_restarts_with_the_new_content(server: Server,
     _resumed_from(server.seen.headers["/etag-changes"][1])
 
 
+@routes.get("/changed-then-dropped")
+async def changed_then_dropped(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, NEW_DATA, etag='"v2"', cut_at=0 if _hit(request) == 1 else None)
+
+
+async def test_a_restart_cut_before_its_first_byte_never_resumes_the_old_bytes(
+        server: Server, tmp_path: Path) -> None:
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "p1.mp4.part").write_bytes(DATA[:HALF])
+    (parts / "p1.mp4.part.json").write_text(json.dumps({"validator": '"v1"', "total": len(DATA)}))
+    assert_complete(await fetch(server, "/changed-then-dropped", tmp_path), tmp_path, NEW_DATA)
+    first, second = server.seen.headers["/changed-then-dropped"]
+    assert (first["Range"], first["If-Range"]) == (f"bytes={HALF}-", '"v1"')
+    assert "Range" not in second
+
+
 @routes.get("/wrong-range")
 async def wrong_range(request: web.Request) -> web.StreamResponse:
     if "Range" not in request.headers:
@@ -403,6 +421,100 @@ async def test_kill_9_mid_body_then_same_call_resumes(server: Server, tmp_path: 
     assert not (parts / "p1.mp4").exists()
     assert_complete(await fetch(server, "/stall-once", tmp_path), tmp_path)
     assert _resumed_from(server.seen.headers["/stall-once"][1]) == HALF
+
+
+def _wav(size: int, seed: int) -> bytes:
+    """A 48 kHz 16-bit stereo WAV file of `size` bytes in all, random samples: media to probe."""
+    data = size - 44
+    header = (b"RIFF" + (data + 36).to_bytes(4, "little") + b"WAVEfmt "
+              + struct.pack("<IHHIIHH", 16, 1, 2, 48000, 48000 * 4, 4, 16)
+              + b"data" + data.to_bytes(4, "little"))
+    return header + random.Random(seed).randbytes(data)
+
+
+# Parts the CLI test serves: `done-*` whole at once, `cut-*` stalling half way on the first
+# request (until the test releases them), whole or resumed after that.
+CLI_PARTS = {f"{kind}-{n}.wav": _wav(len(DATA), seed)
+             for seed, (kind, n) in enumerate((k, n) for k in ("done", "cut") for n in range(3))}
+
+
+@routes.get("/cli/{name}")
+async def cli_part(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    data = CLI_PARTS[name]
+    if not name.startswith("cut-") or _hit(request) > 1:
+        return await _serve(request, data)
+    resp = web.StreamResponse(headers={"ETag": '"v1"', "Content-Type": "audio/wav"})
+    resp.content_length = len(data)
+    await resp.prepare(request)
+    await resp.write(data[:HALF])
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(request.app[SEEN].release.wait(), 30)
+    return resp
+
+
+def _audio_parts_manifest(server: Server, path: Path) -> Path:
+    """An audio_parts document (docs/download-schemas.md) listing every CLI part."""
+    person = {"id": 1, "name": "Ada", "is_host": None, "platform": None, "extra_data": None,
+              "email": None}
+    path.write_text(json.dumps([
+        {"id": Path(name).stem, "participant": person, "duration": 1.0,
+         "start_timestamp": {"absolute": "2025-01-01T00:00:00Z", "relative": float(n)},
+         "download_url": server.url(f"/cli/{name}")}
+        for n, name in enumerate(CLI_PARTS)]))
+    return path
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"gave up waiting: {what}")
+
+
+async def test_cli_killed_mid_download_reruns_only_what_is_missing(server: Server,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "assembler", "run", "--download-only", "--quiet",
+               "--audio-parts", str(_audio_parts_manifest(server, tmp_path / "parts.json")),
+               "--out", str(out)]
+    parts = out / "parts"
+    done = [name for name in CLI_PARTS if name.startswith("done-")]
+    cut = [name for name in CLI_PARTS if name.startswith("cut-")]
+    first = await asyncio.create_subprocess_exec(*command, cwd=Path(__file__).parents[1])
+    try:
+        await _until(lambda: all((parts / name).exists() for name in done)
+                     and all(_size(parts / (name + ".part")) == HALF for name in cut),
+                     "complete parts and half-written ones")
+    finally:
+        first.kill()  # SIGKILL
+        await first.wait()
+    assert first.returncode == -signal.SIGKILL
+    server.seen.release.set()
+    assert not any((parts / name).exists() for name in cut)
+
+    second = await asyncio.create_subprocess_exec(*command, cwd=Path(__file__).parents[1],
+                                                  stderr=subprocess.PIPE)
+    _, errors = await asyncio.wait_for(second.communicate(), 120)
+    assert second.returncode == 0, errors.decode()
+    assert sorted(p.name for p in parts.iterdir()) == sorted(CLI_PARTS)
+    for name, data in CLI_PARTS.items():
+        assert (parts / name).read_bytes() == data, name
+    hits = server.seen.hits
+    assert {name: hits[f"/cli/{name}"] for name in done} == dict.fromkeys(done, 1)
+    assert {name: hits[f"/cli/{name}"] for name in cut} == dict.fromkeys(cut, 2)
+    for name in cut:
+        before, after = server.seen.headers[f"/cli/{name}"]
+        assert "Range" not in before
+        assert (after["Range"], after["If-Range"]) == (f"bytes={HALF}-", '"v1"')
 
 
 async def test_whole_part_file_left_before_the_rename_is_finished_by_a_416(
