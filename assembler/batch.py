@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict, TypeVar
 
-from .cli import EXIT_BAD_INPUT, EXIT_DOWNLOAD_FAILED, EXIT_OK, EXIT_TRACK_FAILED, exit_code
+from .cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRACK_FAILED, error_status, exit_code
 from .download import NoProgress
 from .errors import AssemblerError, InputError, JobsFileError
 from .manifest import Sources, is_url
@@ -248,9 +248,7 @@ def run_job(job: Job, root: Path, options: RunOptions, events: RunEvents | None 
         outcome = asyncio.run(_unless_stopped(
             run_recording(job.sources, root / job.id, options, events=events), stop))
     except AssemblerError as exc:
-        # As `run` would: bad documents exit 2, anything else raised (storage) exit 3.
-        code = EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_DOWNLOAD_FAILED
-        error = _one_line(exc)
+        code, error = error_status(exc), _one_line(exc)  # as `run` would exit
     except Exception as exc:  # a bug must cost this recording, not the batch
         code, error = EXIT_TRACK_FAILED, f"unexpected {type(exc).__name__}: {_one_line(exc)}"
     else:

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .batch import Row
     from .plan import TrackPlan
 
-__all__ = ["exit_code", "main"]
+__all__ = ["error_status", "exit_code", "main"]
 
 log = logging.getLogger("assembler")
 
@@ -387,10 +387,11 @@ def _print_error(lines: list[str], json_logs: bool) -> None:
             print(f"error: {line}", file=sys.stderr)
 
 
-def _status_for(error: AssemblerError, command: str) -> int:
+def error_status(error: AssemblerError) -> int:
+    """What `run` returns when `error` stops it: input 2, downloads 3, anything else 1."""
     if isinstance(error, InputError):
         return EXIT_BAD_INPUT
-    if isinstance(error, DownloadError) and command == "run":
+    if isinstance(error, DownloadError):
         return EXIT_DOWNLOAD_FAILED  # the parts directory cannot be written, say
     return EXIT_TRACK_FAILED  # e.g. no ffmpeg: nothing could be rendered
 
@@ -409,7 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _batch(args, console)
     except AssemblerError as error:
         _print_error(_error_lines(error), json_logs)
-        return _status_for(error, command)
+        if command == "batch":  # only an unusable jobs file (an input error) is not exit 1
+            return EXIT_BAD_INPUT if isinstance(error, InputError) else EXIT_TRACK_FAILED
+        return error_status(error)
     except KeyboardInterrupt:
         _print_error(["interrupted; complete parts and tracks are kept"], json_logs)
         return EXIT_INTERRUPTED
