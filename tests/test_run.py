@@ -310,7 +310,7 @@ def test_a_track_rendered_in_pieces_is_the_same_track(tmp_path: Path, kind: str)
         source = manifests.audio_parts if kind == "audio" else manifests.video_parts
         sources = Sources(**{f"{'audio' if kind == 'audio' else 'video'}_parts": str(source)})
         options = RunOptions(duration=4.5, render=RenderSettings(
-            video_strategy="encode", max_parts_per_process=2))
+            video_strategy="encode", max_video_parts=2, max_audio_parts=2))
         outcome = asyncio.run(run_recording(sources, tmp_path / "out", options))
     assert outcome.report is not None
     ((track,),) = [person["tracks"] for person in outcome.report["participants"]]
