@@ -402,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_logs = "--json-logs" in arguments  # known before parsing, for parse errors too
     command = "batch" if arguments[:1] == ["batch"] else "run"
     console = Console(stderr=True)
+    # SIGTERM (timeout, systemd, kill) stops a run as Ctrl-C does: ffmpeg killed, nothing
+    # half-written, exit 130. Left as is, it would orphan ffmpeg mid-write.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         args = build_parser().parse_args(arguments)
         _configure_logging(args, console)

@@ -533,7 +533,8 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
     Raises `CopyNotPossibleError` (the one-line reason) before writing anything when
     the parts cannot be copied.
     """
-    with tempfile.TemporaryDirectory(prefix=".copy-", dir=output.parent) as name:
+    # Named after the (hidden, per-render) output: a killed run's scratch is found by name.
+    with tempfile.TemporaryDirectory(prefix=f"{output.name}.copy-", dir=output.parent) as name:
         scratch = Path(name)
         probes = probe_parts(track, parts, infos, scratch)
         blocker = copy_blocker(track, probes)

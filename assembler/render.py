@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -220,8 +221,28 @@ def _compile(stream: Any) -> list[str]:
 
 
 def _temporary(path: Path) -> Path:
-    # Hidden and without the track's extension: never mistaken for a finished track.
-    return path.with_name(f".{path.name}.rendering")
+    """A new hidden name for the output while it is made, never taken for a finished track.
+
+    New for every render: an ffmpeg orphaned by a killed run may still be writing
+    its own; sharing one name, the rerun would publish a mix of both.
+    """
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                    suffix=".rendering")
+    os.close(handle)
+    return Path(name)
+
+
+def _clear_leftovers(path: Path) -> None:
+    """Remove what a killed run left for this track: its temporary output and scratch dirs.
+
+    All of them are named `.<track file>.*` (see `_temporary`); a writer still at
+    one (an orphaned ffmpeg) keeps its unlinked file and harms nothing.
+    """
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def _check_streams(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> None:
@@ -265,10 +286,14 @@ def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RenderError(f"cannot create {output.parent}: {exc.strerror or exc}") from exc
-    temporary = _temporary(output)
     probes = {part_id: probes[part_id] for part_id in track.parts}  # this track's parts only
     _check_streams(track, probes)
     warnings = _length_warnings(track, probes)
+    try:
+        _clear_leftovers(output)
+        temporary = _temporary(output)
+    except OSError as exc:
+        raise RenderError(f"cannot write in {output.parent}: {exc.strerror or exc}") from exc
     try:
         rendered = _render_to(track, parts, probes, temporary, settings)
         os.replace(temporary, output)
@@ -336,7 +361,7 @@ def _encode_video(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[s
 
 
 def _scratch(output: Path) -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.pieces-")
+    return tempfile.TemporaryDirectory(dir=output.parent, prefix=f"{output.name}.pieces-")
 
 
 def _render_pieces(pieces: Sequence[TrackPlan], scratch: str, suffix: str,

@@ -248,31 +248,58 @@ def test_every_audio_format_starts_on_time_and_lasts_exactly(
     assert abs(end - 1.0) <= 0.002
 
 
-def test_ctrl_c_while_rendering_leaves_no_half_track(tmp_path: Path) -> None:
+def start_long_render(tmp_path: Path, server: MediaServer, manifests: Manifests
+                      ) -> tuple[subprocess.Popen[str], list[str]]:
+    """`assembler run` busy rendering a long black tail; returns it once ffmpeg is writing."""
+    command = [sys.executable, "-m", "assembler", "run", "--out", str(tmp_path / "out"),
+               "--quiet", "--video-parts", str(manifests.video_parts), "--duration", "600",
+               "--fps", "60", "--video-strategy", "encode"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    track_dir = tmp_path / "out/participants/1-ada"
+    deadline = time.monotonic() + 60
+    while not list(track_dir.glob(".*.rendering")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(track_dir.glob(".*.rendering")), "render never started"
+    return process, command
+
+
+@pytest.fixture
+def one_webcam_part(tmp_path: Path) -> Iterator[tuple[MediaServer, Manifests]]:
     build = RecordingBuilder(tmp_path / "www")
     build.video_part(1, "Ada", 0.0, 2.0, colour="red", size=(64, 48), fps=10)
     with serve_directory(build.root) as server:
-        manifests = build.write(server.base_url)
-        out = tmp_path / "out"
-        # A long black tail at a large size keeps ffmpeg busy long enough to interrupt.
-        process = subprocess.Popen(
-            [sys.executable, "-m", "assembler", "run", "--out", str(out), "--quiet",
-             "--video-parts", str(manifests.video_parts), "--duration", "600", "--fps", "60",
-             "--video-strategy", "encode"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        track_dir = out / "participants/1-ada"
-        deadline = time.monotonic() + 60
-        while not list(track_dir.glob(".*.rendering")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert list(track_dir.glob(".*.rendering")), "render never started"
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=30)
+        yield server, build.write(server.base_url)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_render_leaves_no_half_track(
+        one_webcam_part: tuple[MediaServer, Manifests], tmp_path: Path,
+        stop: signal.Signals) -> None:
+    process, _ = start_long_render(tmp_path, *one_webcam_part)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130
     assert stderr.strip().splitlines()[-1] == (
         "error: interrupted; complete parts and tracks are kept")
     assert "Traceback" not in stderr
-    assert list(track_dir.iterdir()) == []
-    assert [p.suffix for p in (out / "parts").iterdir()] == [".mp4"]
+    assert list((tmp_path / "out/participants/1-ada").iterdir()) == []
+    assert [p.suffix for p in (tmp_path / "out/parts").iterdir()] == [".mp4"]
+
+
+def test_rerun_after_kill_9_mid_render_is_whole(
+        one_webcam_part: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    # kill -9 orphans the running ffmpeg, which goes on writing its temporary file
+    # while the rerun renders: the two must never share a file.
+    process, command = start_long_render(tmp_path, *one_webcam_part)
+    process.kill()
+    process.communicate(timeout=30)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    track = tmp_path / "out/participants/1-ada/webcam.mp4"
+    assert decode_errors(track) == ""
+    assert media_info(track).frames == 600 * 60
+    assert report_of(tmp_path / "out")["complete"] is True
 
 
 def test_json_logs_are_one_object_per_line_without_secrets(
