@@ -225,6 +225,10 @@ def _packet_blocker(track: TrackPlan, probes: Mapping[str, PartProbe]) -> str | 
             return f"part {part_id} has no readable H.264 packets"
         if not (probe.headers.idr and probe.packets.keyframe[0]):
             return f"part {part_id} does not start with an IDR frame"
+        if min(probe.packets.pts) < probe.packets.pts[0]:
+            # Leading frames of a part cut by stream copy: they reference pictures from
+            # before its first keyframe, which are gone; copied, they decode as errors.
+            return f"part {part_id} has frames shown before its first keyframe"
         if probe.video.rotation:
             # The concat demuxer keeps no display matrix: copied, it would show sideways.
             return f"part {part_id} is turned {probe.video.rotation} degrees for display"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -226,10 +227,8 @@ def _temporary(path: Path) -> Path:
     New for every render: an ffmpeg orphaned by a killed run may still be writing
     its own; sharing one name, the rerun would publish a mix of both.
     """
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                    suffix=".rendering")
-    os.close(handle)
-    return Path(name)
+    # A name, not mkstemp's file: ffmpeg creates it, with the user's umask, not 0600.
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.rendering")
 
 
 def _clear_leftovers(path: Path) -> None:

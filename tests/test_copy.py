@@ -249,6 +249,13 @@ def test_keyframe_cut_is_zero_when_only_the_first_keyframe_comes_before() -> Non
     assert keyframe_cut(packets, 5, Fraction(30)) == 0
 
 
+def test_a_part_with_frames_before_its_first_keyframe_is_not_copied() -> None:
+    # Cut by stream copy mid-GOP: B-frames after the IDR are shown before it.
+    packets = trace([3, 1, 2, 4, 5], dts=[0, 1, 2, 3, 4])
+    assert copy_blocker(track(ONE_PART, Fraction(3)), {"a": part_probe(packets=packets)}) == (
+        "part a has frames shown before its first keyframe")
+
+
 def test_a_part_turned_for_display_is_not_copied() -> None:
     # The concat demuxer keeps no display matrix: a phone's portrait part would lie down.
     assert copy_blocker(track(ONE_PART, Fraction(3)), {"a": part_probe(rotation=90)}) == (

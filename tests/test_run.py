@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -402,3 +403,17 @@ def test_copy_that_cannot_be_done_fails_that_track_naming_its_parts(
     assert {"participants/1-zoe-unicode/audio.flac",
             "participants/2-ada-lovelace/audio.flac"} <= written
     assert not (tmp_path / webcam).exists()
+
+
+def test_tracks_and_report_are_created_with_the_users_umask(
+        finished: tuple[subprocess.CompletedProcess[str], Path, Manifests]) -> None:
+    _, out, _ = finished
+    expected = 0o666 & ~current_umask()
+    for path in [out / "report.json", *out.glob("participants/*/*")]:
+        assert path.stat().st_mode & 0o777 == expected, path
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
