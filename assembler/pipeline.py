@@ -133,25 +133,36 @@ def _downloads(parts: list[AudioPart | VideoPart], files: Mapping[str, str]) -> 
             for part in parts]
 
 
-def _url_refresher(sources: Sources, fetch: FetchDocument
+def _url_refresher(sources: Sources, documents: Documents, fetch: FetchDocument
                    ) -> Callable[[str], Awaitable[str | None]] | None:
-    """When a parts manifest came from a URL, an expired link can be renewed by reloading it."""
+    """When a parts manifest came from a URL, an expired link can be renewed by reloading it.
+
+    Links usually expire together: each manifest is reloaded once per run, by the
+    first part that needs it, and every part then takes its fresh link from that.
+    """
     remote = {name: source for name, source in sources.given().items()
               if name in ("audio_parts", "video_parts") and is_url(source)}
     if not remote:
         return None
+    owner = {part.id: "audio_parts" for part in documents.audio_parts}
+    owner |= {part.id: "video_parts" for part in documents.video_parts}
+    reloads: dict[str, asyncio.Task[dict[str, str]]] = {}
+
+    async def reload(name: str) -> dict[str, str]:
+        try:
+            parts = await load_document(name, remote[name], fetch)
+        except ManifestError as exc:
+            log.warning("could not reload %s for fresh links: %s", name, exc)
+            return {}
+        return {part.id: str(part.download_url) for part in parts}
 
     async def fresh_url(part_id: str) -> str | None:
-        for name, source in remote.items():
-            try:
-                parts = await load_document(name, source, fetch)
-            except ManifestError as exc:
-                log.warning("could not reload %s for a fresh link: %s", name, exc)
-                continue
-            for part in parts:
-                if part.id == part_id:
-                    return str(part.download_url)
-        return None
+        name = owner.get(part_id)
+        if name not in remote:
+            return None
+        if name not in reloads:
+            reloads[name] = asyncio.ensure_future(reload(name))
+        return (await reloads[name]).get(part_id)
 
     return fresh_url
 
@@ -175,7 +186,7 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
         events.parts_planned(len(wanted))
     results = await download_parts(
         _downloads(wanted, plan.part_files), out_dir / PARTS_DIR, options.download,
-        progress=events, refresh_url=_url_refresher(sources, fetch))
+        progress=events, refresh_url=_url_refresher(sources, documents, fetch))
     probes, unreadable = await _probe_all(results.files, options.jobs)
     lost: dict[str, AssemblerError] = {**results.failures, **unreadable}
     if options.download_only:

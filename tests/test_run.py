@@ -417,3 +417,25 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_expired_links_are_renewed_from_the_manifest_url_once(tmp_path: Path) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    for who in (1, 2, 3):
+        build.audio_part(who, f"P{who}", 0.0, 1.0, freq=300 + 100 * who, ext=".wav")
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        fresh = manifests.audio_parts.read_text()
+        # The first fetch of the manifest hands out links that have expired since.
+        stale = fresh.replace("/parts/", "/old/parts/")
+        server.fail("audio_parts.json", 200, times=1, body=stale.encode())
+        for segment in manifests.expected:
+            server.fail(f"old/parts/{segment.file}", 403, body=S3_EXPIRED)
+        done = run_cli("--out", str(tmp_path / "out"), "--audio-parts",
+                       server.url("audio_parts.json", "X-Amz-Signature=manifest"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert server.requests["/audio_parts.json"] == 2  # loaded, then reloaded once for all
+    assert all(server.requests[f"/old/parts/{s.file}"] <= 2 for s in manifests.expected)
+    report = report_of(tmp_path / "out")
+    assert report["complete"] is True
+    assert len([t for p in report["participants"] for t in p["tracks"]]) == 3
