@@ -116,8 +116,13 @@ def _run(args: list[str], *, check: bool) -> tuple[bytes, str]:
     return stdout, stderr
 
 
+# ffmpeg's closing words when anything failed; the line before them says what.
+_GENERIC_ENDINGS = ("Conversion failed!",)
+
+
 def _last_line(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    lines = [line.strip() for line in stderr.splitlines()
+             if line.strip() and line.strip() not in _GENERIC_ENDINGS]
     return lines[-1] if lines else "no output"
 
 

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from assembler.errors import MediaError
-from assembler.media import ffmpeg_version, probe, probe_many
+import pytest
+
+from assembler.errors import FFmpegError, MediaError
+from assembler.media import ffmpeg_version, file_arg, probe, probe_many, run_ffmpeg
 from tests.support.media import make_colour_video, make_tone
 
 
@@ -63,3 +65,11 @@ def test_without_any_ffmpeg_the_cli_says_how_to_get_one(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("error: no working ffmpeg found: install ffmpeg on PATH")
     assert "Traceback" not in done.stderr
+
+
+def test_a_failing_ffmpeg_says_why_not_just_that_it_failed(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "out.wav"
+    with pytest.raises(FFmpegError) as raised:
+        run_ffmpeg(["-f", "lavfi", "-i", "anullsrc", "-t", "0.1", file_arg(missing)])
+    assert "Conversion failed!" not in str(raised.value)
+    assert "No such file or directory" in str(raised.value)
