@@ -104,6 +104,9 @@ class PartProbe:
     packets: PacketTrace | None = None
     headers: H264Headers | None = None
     parameter_sets: int = 1  # distinct SPS in the stream: more means it changes midway
+    # The container's start disagrees with the first frame's time: an edit list, as a
+    # cut made by stream copy leaves, moves the part in a way the concat demuxer does not.
+    start_moved: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,9 +181,12 @@ def _deep_probe(probe: PartProbe, info: MediaInfo, extract: Path) -> PartProbe:
         run_ffmpeg(["-y", "-i", file_arg(probe.path), "-map", f"0:{stream}", "-c", "copy",
                     *_timescale(probe.video.time_base), "-f", "mp4", file_arg(path)])
         stream = 0
-    return PartProbe(path=path, video=probe.video, packets=read_packets(path, stream),
+    packets = read_packets(path, stream)
+    first_frame = float(min(packets.pts) * packets.time_base) if packets.pts else info.start
+    return PartProbe(path=path, video=probe.video, packets=packets,
                      headers=parse_h264_headers(first_access_unit(path, stream)),
-                     parameter_sets=len(sequence_parameter_sets(path, stream)))
+                     parameter_sets=len(sequence_parameter_sets(path, stream)),
+                     start_moved=path == probe.path and abs(first_frame - info.start) > 1e-3)
 
 
 def _timescale(time_base: Fraction | None) -> list[str]:
@@ -225,6 +231,8 @@ def _packet_blocker(track: TrackPlan, probes: Mapping[str, PartProbe]) -> str | 
             return f"part {part_id} has no readable H.264 packets"
         if not (probe.headers.idr and probe.packets.keyframe[0]):
             return f"part {part_id} does not start with an IDR frame"
+        if probe.start_moved:
+            return f"part {part_id} has an edit list that moves its start"
         if min(probe.packets.pts) < probe.packets.pts[0]:
             # Leading frames of a part cut by stream copy: they reference pictures from
             # before its first keyframe, which are gone; copied, they decode as errors.

@@ -256,6 +256,14 @@ def test_a_part_with_frames_before_its_first_keyframe_is_not_copied() -> None:
         "part a has frames shown before its first keyframe")
 
 
+def test_a_part_whose_edit_list_moves_its_start_is_not_copied() -> None:
+    probe_ = PartProbe(path=PART, video=video(), packets=trace(list(range(30))),
+                       headers=H264Headers(profile_idc=66, level_idc=30, idr=True),
+                       start_moved=True)
+    assert copy_blocker(track(ONE_PART, Fraction(3)), {"a": probe_}) == (
+        "part a has an edit list that moves its start")
+
+
 def test_a_part_turned_for_display_is_not_copied() -> None:
     # The concat demuxer keeps no display matrix: a phone's portrait part would lie down.
     assert copy_blocker(track(ONE_PART, Fraction(3)), {"a": part_probe(rotation=90)}) == (
