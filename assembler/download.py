@@ -442,8 +442,15 @@ class _PartFile:
         self.sidecar.write_text(json.dumps({"validator": self.validator, "total": self.total}))
         self.described = True
 
-    def append(self, chunks: Sequence[bytes], *, publish: bool, truncate: bool = False) -> None:
-        """Append `chunks` to `.part`; with `publish`, also make it the final file (blocking).
+    def append_now(self, chunks: Sequence[bytes]) -> None:
+        """Append `chunks` to `.part`, blocking: for cancellation, when no await can finish."""
+        with self.partial.open("ab") as out:
+            for chunk in chunks:
+                out.write(chunk)
+
+    async def write(self, chunks: Sequence[bytes], *, publish: bool,
+                    truncate: bool = False) -> None:
+        """Append `chunks` to `.part` through aiofiles; with `publish`, make it the final file.
 
         The one fsync a part cannot do without: its bytes are made durable before
         the rename, or a power cut could leave a renamed but empty or short final
@@ -452,21 +459,6 @@ class _PartFile:
         write. The rename's own durability is left to the caller's one fsync of
         the directory per batch (see `_sync_dir`).
         """
-        with self.partial.open("wb" if truncate else "ab") as out:
-            for chunk in chunks:
-                out.write(chunk)
-            if publish:
-                out.flush()
-                os.fdatasync(out.fileno())
-        if publish:
-            os.replace(self.partial, self.final)
-            self.sidecar.unlink(missing_ok=True)
-
-
-    async def write(self, chunks: Sequence[bytes], *, publish: bool,
-                    truncate: bool = False) -> None:
-        """`append` for the event loop, streamed through aiofiles: the same bytes, the same
-        fdatasync before the rename."""
         async with aiofiles.open(self.partial, "wb" if truncate else "ab") as out:
             await out.write(b"".join(chunks))  # one write per batch: one thread hop
             if publish:
@@ -531,7 +523,7 @@ class _Body:
     def _write(self, chunks: list[bytes], fresh: bool) -> None:
         if fresh:
             self.part.start_over()
-        self.part.append(chunks, publish=False)
+        self.part.append_now(chunks)
 
     async def spill(self) -> None:
         chunks, fresh = self._take()
