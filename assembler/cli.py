@@ -39,7 +39,7 @@ from .download import DownloadSettings
 from .errors import AssemblerError, DownloadError, InputError, InvalidInputsError, UsageError
 from .manifest import Sources
 from .pipeline import RunOptions, RunOutcome, plan_recording, run_recording
-from .plan import plan_as_json
+from .plan import AUDIO_FORMATS, plan_as_json
 from .render import RenderSettings
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
                         help="attempts per download after the first (default 5)")
     parser.add_argument("--duration", type=_positive_float,
                         help="timeline length in seconds (default: the latest part end)")
-    parser.add_argument("--audio-format", choices=("flac", "wav", "opus", "m4a", "mp3"),
+    parser.add_argument("--audio-format", choices=AUDIO_FORMATS,
                         default="flac")
     parser.add_argument("--video-strategy", choices=("auto", "copy", "encode"), default="auto")
     parser.add_argument("--fps", type=_frame_rate, default=Fraction(30),

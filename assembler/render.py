@@ -28,14 +28,14 @@ import ffmpeg
 from .concat import Entry, concat_list, copy_argv, copy_track
 from .errors import CopyNotPossibleError, MediaError, RenderError
 from .media import MediaInfo, ffmpeg_binary, file_arg, run_ffmpeg
-from .plan import AUDIO_RATE, TrackPlan, split
+from .plan import AUDIO_FORMATS, AUDIO_RATE, TrackPlan, split
 
 __all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track", "video_encode_argv"]
 
 VideoStrategy = Literal["auto", "copy", "encode"]
 Strategy = Literal["encode", "copy"]
 
-# Output codec settings per audio format: (muxer, codec options).
+# Output codec settings per audio format (plan.AUDIO_FORMATS names them): (muxer, options).
 AUDIO_CODECS: dict[str, tuple[str, dict[str, Any]]] = {
     "flac": ("flac", {"acodec": "flac", "sample_fmt": "s16"}),
     "wav": ("wav", {"acodec": "pcm_s16le"}),
@@ -60,8 +60,8 @@ class RenderSettings:
     max_audio_parts: int = 256
 
     def __post_init__(self) -> None:
-        if self.audio_format not in AUDIO_CODECS:
-            raise ValueError(f"audio format must be one of {', '.join(AUDIO_CODECS)}")
+        if self.audio_format not in AUDIO_FORMATS:
+            raise ValueError(f"audio format must be one of {', '.join(AUDIO_FORMATS)}")
         if self.video_strategy not in ("auto", "copy", "encode"):
             raise ValueError("video strategy must be auto, copy or encode")
         if min(self.max_video_parts, self.max_audio_parts) < 1:

@@ -171,3 +171,10 @@ def test_a_part_of_a_few_samples_first_still_makes_a_flac_track(tmp_path: Path) 
     assert len(samples) == 48000
     assert np.any(samples[:10])
     assert not np.any(samples[10:])
+
+
+def test_every_audio_format_has_its_codec_settings() -> None:
+    from assembler.plan import AUDIO_FORMATS
+    from assembler.render import AUDIO_CODECS
+
+    assert set(AUDIO_CODECS) == set(AUDIO_FORMATS)
