@@ -40,7 +40,7 @@ from .errors import AssemblerError, DownloadError, InputError, InvalidInputsErro
 from .manifest import Sources
 from .pipeline import RunOptions, RunOutcome, plan_recording, run_recording
 from .plan import AUDIO_FORMATS, plan_as_json
-from .render import RenderSettings
+from .render import VIDEO_STRATEGIES, RenderSettings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -104,7 +104,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
                         help="timeline length in seconds (default: the latest part end)")
     parser.add_argument("--audio-format", choices=AUDIO_FORMATS,
                         default="flac")
-    parser.add_argument("--video-strategy", choices=("auto", "copy", "encode"), default="auto")
+    parser.add_argument("--video-strategy", choices=VIDEO_STRATEGIES, default="auto")
     parser.add_argument("--fps", type=_frame_rate, default=Fraction(30),
                         help="frame rate of encoded video tracks (default 30)")
     parser.add_argument("--jobs", type=_positive_int, default=None,

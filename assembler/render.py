@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import ffmpeg
 
@@ -33,6 +33,7 @@ from .plan import AUDIO_FORMATS, AUDIO_RATE, TrackPlan, split
 __all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track", "video_encode_argv"]
 
 VideoStrategy = Literal["auto", "copy", "encode"]
+VIDEO_STRATEGIES: tuple[VideoStrategy, ...] = get_args(VideoStrategy)
 Strategy = Literal["encode", "copy"]
 
 # Output codec settings per audio format (plan.AUDIO_FORMATS names them): (muxer, options).
@@ -62,7 +63,7 @@ class RenderSettings:
     def __post_init__(self) -> None:
         if self.audio_format not in AUDIO_FORMATS:
             raise ValueError(f"audio format must be one of {', '.join(AUDIO_FORMATS)}")
-        if self.video_strategy not in ("auto", "copy", "encode"):
+        if self.video_strategy not in VIDEO_STRATEGIES:
             raise ValueError("video strategy must be auto, copy or encode")
         if min(self.max_video_parts, self.max_audio_parts) < 1:
             raise ValueError("max_video_parts and max_audio_parts must be >= 1")
