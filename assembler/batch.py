@@ -7,13 +7,12 @@ inputs is skipped before anything is fetched. A bad line or a failed
 recording costs that recording only.
 
 On this machine, recordings run on a pool of `jobs + 2` threads, each with its
-own event loop, so one recording's downloads overlap another's renders. Every
-recording renders one track at a time, and all of them share `jobs` ffmpeg
-slots (`_FfmpegSlots`). With `scheduler`, each recording is one task on an
-existing Dask cluster (`run_on_worker`), at most twice as many in flight as
-the cluster has worker threads. Both paths feed futures through `_drain`, so
-neither holds more than a window of recordings, and only their small rows
-are kept.
+own event loop, so one recording's downloads overlap another's renders; all
+of them share one `FfmpegSlots` of `jobs` ffmpeg processes. With `scheduler`,
+each recording is one task on an existing Dask cluster (`run_on_worker`), at
+most twice as many in flight as the cluster has worker threads. Both paths
+feed futures through `_drain`, so neither holds more than a window of
+recordings, and only their small rows are kept.
 """
 
 from __future__ import annotations
@@ -32,15 +31,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict, TypeVar
 
-from .cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRACK_FAILED, error_status, exit_code
-from .download import NoProgress
-from .errors import AssemblerError, InputError, JobsFileError
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_TRACK_FAILED,
+    AssemblerError,
+    JobsFileError,
+    StorageError,
+)
 from .manifest import Sources, is_url
+from .media import FfmpegSlots
 from .pipeline import (
     REPORT_NAME,
+    DownloadOutcome,
     RunEvents,
     RunOptions,
     RunOutcome,
+    download_recording,
     inputs_fingerprint,
     plan_recording,
     run_recording,
@@ -50,8 +57,6 @@ from .report import read_report, write_json
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator
-
-    from .plan import TrackPlan
 
 __all__ = ["BATCH_NAME", "BatchEvents", "BatchOutcome", "Job", "Row", "plan_jobs", "read_jobs",
            "run_batch", "run_job", "run_on_worker"]
@@ -218,9 +223,15 @@ def _one_line(error: BaseException) -> str:
     return "; ".join(lines) or type(error).__name__
 
 
-def _failure_summary(outcome: RunOutcome) -> str | None:
-    errors = [_one_line(error) for error in outcome.download_failures.values()]
-    errors += [f"{path}: {_one_line(error)}" for path, error in outcome.render_failures.items()]
+def _failure_summary(outcome: RunOutcome | DownloadOutcome) -> str | None:
+    if isinstance(outcome, DownloadOutcome):
+        errors = [_one_line(error) for error in outcome.failures.values()]
+    else:
+        errors = [_one_line(error) for error in outcome.download_failures.values()]
+        errors += [f"{path}: {_one_line(error)}"
+                   for path, error in outcome.render_failures.items()]
+        errors += [f"{output['path']}: {output['error']}"
+                   for output in outcome.report["outputs"] if "error" in output]
     if not errors:
         return None
     return errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
@@ -239,28 +250,36 @@ async def _unless_stopped(work: Awaitable[T], stop: threading.Event | None) -> T
     return await task  # raises CancelledError, which no `except Exception` takes for a failure
 
 
-def run_job(job: Job, root: Path, options: RunOptions, events: RunEvents | None = None,
+def run_job(job: Job, root: Path, options: RunOptions, *, download_only: bool = False,
+            events: RunEvents | None = None, ffmpeg: FfmpegSlots | None = None,
             stop: threading.Event | None = None) -> Row:
-    """Run one recording into `root/<id>/` and return its row; its failures never escape."""
+    """Run one recording into `root/<id>/` and return its row; its failures never escape.
+
+    `download_only` fetches its parts and renders nothing, as `run --download-only`.
+    """
     started = time.monotonic()
     error: str | None
+    out_dir = root / job.id
+    work: Awaitable[RunOutcome | DownloadOutcome] = (
+        download_recording(job.sources, out_dir, options, events=events, ffmpeg=ffmpeg)
+        if download_only else
+        run_recording(job.sources, out_dir, options, events=events, ffmpeg=ffmpeg))
     try:
-        outcome = asyncio.run(_unless_stopped(
-            run_recording(job.sources, root / job.id, options, events=events), stop))
+        outcome = asyncio.run(_unless_stopped(work, stop))
     except AssemblerError as exc:
-        code, error = error_status(exc), _one_line(exc)  # as `run` would exit
+        code, error = exc.exit_status, _one_line(exc)  # as `run` would exit
     except Exception as exc:  # a bug must cost this recording, not the batch
         code, error = EXIT_TRACK_FAILED, f"unexpected {type(exc).__name__}: {_one_line(exc)}"
     else:
-        code, error = exit_code(outcome), _failure_summary(outcome)
+        code, error = outcome.exit_status, _failure_summary(outcome)
     return _row(job.line, job.id, code, error, time.monotonic() - started)
 
 
-def run_on_worker(job: Job, root: Path, options: RunOptions) -> Row:
+def run_on_worker(job: Job, root: Path, options: RunOptions, download_only: bool = False) -> Row:
     """The Dask task: run one recording on the worker running this task, named in its row."""
     from distributed import get_worker  # only workers import this module's task
 
-    row = run_job(job, root, options)
+    row = run_job(job, root, options, download_only=download_only)
     row["worker"] = get_worker().address
     return row
 
@@ -270,66 +289,6 @@ def is_complete(job: Job, root: Path, options: RunOptions) -> bool:
     report = read_report(root / job.id / REPORT_NAME)
     return (report is not None and report.get("complete") is True
             and report.get("inputs") == inputs_fingerprint(job.sources, options))
-
-
-# --- bounded ffmpeg on this machine -------------------------------------------------------
-
-
-class _FfmpegSlots:
-    """At most `limit` ffmpeg processes across every recording of a local batch.
-
-    The pipeline's own limit is per recording, so the batch shares this one
-    through each recording's events. A recording runs on its own thread and
-    event loop with `jobs=1`: it renders one track at a time, after its
-    downloads are done. `track_started` may therefore block that loop until a
-    slot is free: nothing else in that loop is waiting to run.
-    """
-
-    def __init__(self, limit: int, stop: threading.Event) -> None:
-        self._free = threading.BoundedSemaphore(limit)
-        self._stop = stop
-
-    def acquire(self) -> None:
-        while not self._free.acquire(timeout=_STOP_POLL):
-            if self._stop.is_set():
-                raise asyncio.CancelledError  # ends the recording's task as cancelled
-
-    def release(self) -> None:
-        self._free.release()
-
-
-class _RecordingSlot(NoProgress):
-    """One recording's `RunEvents`: holds one of the batch's ffmpeg slots while rendering."""
-
-    def __init__(self, slots: _FfmpegSlots) -> None:
-        self._slots = slots
-        self._held = False
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._slots.release()
-
-    def parts_planned(self, count: int) -> None:
-        pass
-
-    def track_started(self, track: TrackPlan) -> None:
-        # An unexpected render error skips track_finished; the next track must not leak it.
-        self.release()
-        self._slots.acquire()
-        self._held = True
-
-    def track_finished(self, track: TrackPlan, error: AssemblerError | None) -> None:
-        self.release()
-
-
-def _run_here(job: Job, root: Path, options: RunOptions, slots: _FfmpegSlots,
-              stop: threading.Event) -> Row:
-    slot = _RecordingSlot(slots)
-    try:
-        return run_job(job, root, options, slot, stop)
-    finally:
-        slot.release()
 
 
 # --- driving the batch --------------------------------------------------------------------
@@ -348,7 +307,7 @@ class _Ledger:
         try:
             write_json(self.path, {"version": BATCH_VERSION, "recordings": self.rows})
         except OSError as exc:
-            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            raise StorageError("", f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def add(self, row: Row) -> None:
         bisect.insort(self.rows, row, key=lambda item: item["line"])
@@ -392,23 +351,27 @@ def _record_done(running: dict[cf.Future[Row], Job], ledger: _Ledger) -> None:
         ledger.add(row)
 
 
-def _run_local(jobs: Iterator[Job], root: Path, options: RunOptions, ledger: _Ledger) -> None:
+def _run_local(jobs: Iterator[Job], root: Path, options: RunOptions, download_only: bool,
+               ledger: _Ledger) -> None:
     stop = threading.Event()
-    slots = _FfmpegSlots(options.jobs, stop)
-    one_at_a_time = dataclasses.replace(options, jobs=1)
+    ffmpeg = FfmpegSlots(options.jobs)  # one cap for every recording of the batch
     # Two recordings beyond the ffmpeg slots keep downloading while the others render.
     width = options.jobs + 2
     with cf.ThreadPoolExecutor(max_workers=width, thread_name_prefix="recording") as pool:
         try:
-            _drain(jobs, lambda job: pool.submit(_run_here, job, root, one_at_a_time, slots,
-                                                 stop), width, ledger)
+            _drain(jobs, lambda job: pool.submit(
+                run_job, job, root, options, download_only=download_only, ffmpeg=ffmpeg,
+                stop=stop), width, ledger)
         except KeyboardInterrupt:
-            stop.set()  # running recordings stop within _STOP_POLL; the pool then joins them
+            # Running recordings stop within _STOP_POLL, waiting ones at once; the pool
+            # then joins them.
+            stop.set()
+            ffmpeg.close()
             raise
 
 
 def _run_on_cluster(address: str, jobs: Iterator[Job], root: Path, options: RunOptions,
-                    ledger: _Ledger) -> None:
+                    download_only: bool, ledger: _Ledger) -> None:
     try:
         # Typed as Any: distributed's API carries too few annotations for strict mypy.
         distributed: Any = importlib.import_module("distributed")
@@ -424,16 +387,17 @@ def _run_on_cluster(address: str, jobs: Iterator[Job], root: Path, options: RunO
         executor = client.get_executor(pure=False)
         # A few tasks queued per worker thread keep workers busy without flooding the scheduler.
         window = max(4, 2 * sum(client.nthreads().values()))
-        _drain(jobs, lambda job: executor.submit(run_on_worker, job, root, options), window,
-               ledger)
+        _drain(jobs, lambda job: executor.submit(run_on_worker, job, root, options,
+                                                 download_only), window, ledger)
 
 
 def run_batch(jobs_file: Path, root: Path, options: RunOptions, *, scheduler: str | None = None,
-              events: BatchEvents | None = None) -> BatchOutcome:
+              download_only: bool = False, events: BatchEvents | None = None) -> BatchOutcome:
     """Run every recording of `jobs_file` into `root/<id>/`; rows go to `root/batch.json`.
 
-    Raises `JobsFileError` when the jobs file cannot be read; everything that
-    goes wrong with one recording is in its row instead.
+    Raises `JobsFileError` when the jobs file cannot be read and `StorageError`
+    when `batch.json` cannot be written; everything that goes wrong with one
+    recording is in its row instead.
     """
     total = count_jobs(jobs_file)
     if events:
@@ -443,7 +407,7 @@ def run_batch(jobs_file: Path, root: Path, options: RunOptions, *, scheduler: st
     ledger.write()
     jobs = ledger.to_run(read_jobs(jobs_file), root, options)
     if scheduler is None:
-        _run_local(jobs, root, options, ledger)
+        _run_local(jobs, root, options, download_only, ledger)
     else:
-        _run_on_cluster(scheduler, jobs, root, options, ledger)
+        _run_on_cluster(scheduler, jobs, root, options, download_only, ledger)
     return BatchOutcome(ledger.counts)

@@ -35,25 +35,43 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from .deliverables import DeliverableOptions
 from .download import DownloadSettings
-from .errors import AssemblerError, DownloadError, InputError, InvalidInputsError, UsageError
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_TRACK_FAILED,
+    AssemblerError,
+    DownloadError,
+    InputError,
+    InvalidInputsError,
+    UsageError,
+)
 from .manifest import Sources
-from .pipeline import RunOptions, RunOutcome, plan_recording, run_recording
+from .pipeline import (
+    DownloadOutcome,
+    RunOptions,
+    RunOutcome,
+    download_recording,
+    plan_recording,
+    run_recording,
+)
 from .plan import AUDIO_FORMATS, plan_as_json
 from .render import VIDEO_STRATEGIES, RenderSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from .batch import Row
     from .plan import TrackPlan
 
-__all__ = ["error_status", "exit_code", "main"]
+__all__ = ["main"]
 
 log = logging.getLogger("assembler")
 
-EXIT_OK, EXIT_TRACK_FAILED, EXIT_BAD_INPUT, EXIT_DOWNLOAD_FAILED = 0, 1, 2, 3
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+CAPTION_FORMATS = ("vtt", "srt")
+TIMELINE_FORMATS = ("otio", "fcp7xml")
 SOURCE_OPTIONS = ("video_parts", "audio_parts", "participants", "participant_events",
                   "speaker_timeline", "transcript")
 
@@ -94,6 +112,38 @@ def _frame_rate(text: str) -> Fraction:
     return value
 
 
+def _formats(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """A comma-separated list of `choices`, e.g. `vtt,srt`; each kept once, in order."""
+    def parse(text: str) -> tuple[str, ...]:
+        chosen = tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+        unknown = [item for item in chosen if item not in choices]
+        if unknown or not chosen:
+            raise argparse.ArgumentTypeError(
+                f"{unknown[0] if unknown else text!r} is not one of {', '.join(choices)}")
+        return chosen
+    return parse
+
+
+def _deliverable_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("deliverables (all off by default)")
+    group.add_argument("--captions", type=_formats(CAPTION_FORMATS), default=(),
+                       metavar="vtt,srt",
+                       help="captions from --transcript: DIR/captions.<fmt> and one per "
+                            "participant")
+    group.add_argument("--timeline", type=_formats(TIMELINE_FORMATS), default=(),
+                       metavar="otio,fcp7xml",
+                       help="an editor's timeline of every track, with speaker and event "
+                            "markers: DIR/timeline.otio, DIR/timeline.xml")
+    group.add_argument("--mix", action="store_true",
+                       help="DIR/mix.<audio format>: everyone's audio, loudness-normalised")
+    group.add_argument("--loudness", type=float, default=-16.0, metavar="LUFS",
+                       help="integrated loudness of --mix (default -16; -23 for broadcast)")
+    group.add_argument("--av", action="store_true",
+                       help="participants/<dir>/av.mp4: each webcam with its voice")
+    group.add_argument("--archive", action="store_true",
+                       help="DIR/recording.mkv: every track as one stream, report attached")
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--concurrency", type=_positive_int, default=8,
@@ -121,6 +171,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json-logs", action="store_true",
                         help="one JSON object per log line on stderr")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _deliverable_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,17 +196,14 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                                 read_timeout=args.read_timeout)
     extra = {"jobs": args.jobs} if args.jobs else {}
     render = RenderSettings(audio_format=args.audio_format, video_strategy=args.video_strategy)
+    try:
+        deliverables = DeliverableOptions(
+            captions=args.captions, timeline=args.timeline, mix=args.mix,
+            loudness=args.loudness, av=args.av, archive=args.archive)
+    except ValueError as exc:
+        raise UsageError(f"--loudness: {exc}") from None
     return RunOptions(duration=args.duration, render=render, fps=args.fps, download=download,
-                      download_only=args.download_only, **extra)
-
-
-def exit_code(outcome: RunOutcome) -> int:
-    """What `run` returns for an outcome: a lost part outranks a failed track."""
-    if outcome.download_failures:
-        return EXIT_DOWNLOAD_FAILED
-    if outcome.render_failures:
-        return EXIT_TRACK_FAILED
-    return EXIT_OK
+                      deliverables=deliverables, **extra)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -328,22 +376,29 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(plan_as_json(plan), indent=2, ensure_ascii=False))
         return EXIT_OK
     progress = _progress(args, console)
+    outcome: RunOutcome | DownloadOutcome
     with progress if progress else nullcontext():
         events = ConsoleEvents(progress, json_events=args.json_logs)
-        outcome = await run_recording(sources, args.out, options, events=events)
+        if args.download_only:
+            outcome = await download_recording(sources, args.out, options, events=events)
+        else:
+            outcome = await run_recording(sources, args.out, options, events=events)
     _summarise(args, outcome)
-    return exit_code(outcome)
+    return outcome.exit_status
 
 
-def _summarise(args: argparse.Namespace, outcome: RunOutcome) -> None:
+def _summarise(args: argparse.Namespace, outcome: RunOutcome | DownloadOutcome) -> None:
     if args.quiet or args.json_logs:
         return
-    if outcome.report is None:
+    if isinstance(outcome, DownloadOutcome):
         print(f"parts in {args.out / 'parts'}")
         return
     for person in outcome.report["participants"]:
         for track in person["tracks"]:
             print(f"{track['strategy']:6} {args.out / track['path']}")
+    for output in outcome.report["outputs"]:
+        print(f"{output['kind']:6} {args.out / output['path']}" if "error" not in output
+              else f"failed {output['path']}: {output['error']}")
     for failure in outcome.report["failures"]:
         print(f"failed {failure.get('track') or failure['part']}: {failure['error']}")
     if outcome.report["warnings"]:
@@ -365,7 +420,8 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
     events = BatchConsoleEvents(args, console)
     with events.progress if events.progress else nullcontext():
         outcome = run_batch(args.jobs_file, args.out, run_options(args),
-                            scheduler=args.scheduler, events=events)
+                            scheduler=args.scheduler, download_only=args.download_only,
+                            events=events)
     if not (args.quiet or args.json_logs):
         print(f"{events.tally()}; see {args.out / BATCH_NAME}")
     return EXIT_OK if outcome.all_finished else EXIT_TRACK_FAILED
@@ -387,15 +443,6 @@ def _print_error(lines: list[str], json_logs: bool) -> None:
             print(f"error: {line}", file=sys.stderr)
 
 
-def error_status(error: AssemblerError) -> int:
-    """What `run` returns when `error` stops it: input 2, downloads 3, anything else 1."""
-    if isinstance(error, InputError):
-        return EXIT_BAD_INPUT
-    if isinstance(error, DownloadError):
-        return EXIT_DOWNLOAD_FAILED  # the parts directory cannot be written, say
-    return EXIT_TRACK_FAILED  # e.g. no ffmpeg: nothing could be rendered
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -415,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_error(_error_lines(error), json_logs)
         if command == "batch":  # only an unusable jobs file (an input error) is not exit 1
             return EXIT_BAD_INPUT if isinstance(error, InputError) else EXIT_TRACK_FAILED
-        return error_status(error)
+        return error.exit_status
     except KeyboardInterrupt:
         _print_error(["interrupted; complete parts and tracks are kept"], json_logs)
         return EXIT_INTERRUPTED

@@ -11,15 +11,18 @@
     │   │   └── LinkExpiredError    the signed link has expired; a fresh manifest is needed
     │   ├── TransferError           connection, timeout or short body; retries spent
     │   ├── NotMediaError           the body is an error page or empty, not the part's media
-    │   └── StorageError            the part cannot be written (disk full, read-only)
-    └── RenderError                 a track could not be made (CLI exit 1)
-        ├── FFmpegNotFoundError     no ffmpeg binary could be found
-        ├── FFmpegError             ffmpeg exited non-zero; carries its last stderr line
-        ├── MediaError              a part's media cannot be opened or has no usable stream
-        └── CopyNotPossibleError    the track's parts cannot be joined without re-encoding
+    │   └── StorageError            a part or report cannot be written (disk full, read-only)
+    ├── RenderError                 a track could not be made (CLI exit 1)
+    │   ├── FFmpegNotFoundError     no ffmpeg binary could be found
+    │   ├── FFmpegError             ffmpeg exited non-zero; carries its last stderr line
+    │   ├── MediaError              a part's media cannot be opened or has no usable stream
+    │   └── CopyNotPossibleError    the track's parts cannot be joined without re-encoding
+    └── DeliverableError            a deliverable (captions, mix, ...) cannot be made (exit 1)
 
-Messages never contain a signed URL's query string: `redact_url` is applied
-wherever a URL could reach a message.
+Each class carries the exit status `assembler run` returns when it stops a
+run (`exit_status`); `cli` and `batch` both read it from here. Messages never
+contain a signed URL's query string: `redact_url` is applied wherever a URL
+could reach a message.
 """
 
 from __future__ import annotations
@@ -27,8 +30,13 @@ from __future__ import annotations
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_DOWNLOAD_FAILED",
+    "EXIT_OK",
+    "EXIT_TRACK_FAILED",
     "AssemblerError",
     "CopyNotPossibleError",
+    "DeliverableError",
     "DownloadError",
     "FFmpegError",
     "FFmpegNotFoundError",
@@ -46,6 +54,11 @@ __all__ = [
     "UsageError",
     "redact_url",
 ]
+
+
+# Exit statuses of `assembler run` (the contract): every track written; some track or
+# deliverable failed; bad input; a download failed for good.
+EXIT_OK, EXIT_TRACK_FAILED, EXIT_BAD_INPUT, EXIT_DOWNLOAD_FAILED = 0, 1, 2, 3
 
 
 def redact_url(url: str) -> str:
@@ -66,9 +79,13 @@ def redact_url(url: str) -> str:
 class AssemblerError(Exception):
     """Base of every error raised on purpose by assembler."""
 
+    exit_status: int = EXIT_TRACK_FAILED  # what `run` returns when this error stops it
+
 
 class InputError(AssemblerError):
     """The user's input (options, documents) cannot be used."""
+
+    exit_status = EXIT_BAD_INPUT
 
 
 class ManifestError(InputError):
@@ -100,6 +117,8 @@ class UsageError(InputError):
 
 class DownloadError(AssemblerError):
     """A part could not be downloaded for good."""
+
+    exit_status = EXIT_DOWNLOAD_FAILED
 
     def __init__(self, part_id: str, message: str) -> None:
         self.part_id = part_id
@@ -156,3 +175,7 @@ class MediaError(RenderError):
 
 class CopyNotPossibleError(RenderError):
     """The track's parts cannot be joined by stream copy (codec, size or layout differ)."""
+
+
+class DeliverableError(AssemblerError):
+    """A deliverable (captions, timeline, mix, ...) could not be made from the run's tracks."""

@@ -6,6 +6,7 @@ probing reads the stream summary `ffmpeg -i` prints on stderr.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -14,21 +15,74 @@ import shlex
 import shutil
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from .errors import FFmpegError, FFmpegNotFoundError, MediaError
 
-__all__ = ["AudioStream", "MediaInfo", "PacketTrace", "VideoStream", "ffmpeg_binary", "file_arg",
-           "first_access_unit", "probe", "probe_many", "read_packets", "run_ffmpeg",
-           "sequence_parameter_sets"]
+__all__ = ["AudioStream", "FfmpegSlots", "MediaInfo", "PacketTrace", "VideoStream",
+           "ffmpeg_binary", "file_arg", "first_access_unit", "probe", "probe_many",
+           "read_packets", "run_ffmpeg", "sequence_parameter_sets"]
 
 log = logging.getLogger(__name__)
 
 FFMPEG_ENV = "ASSEMBLER_FFMPEG"
 _VERSION_TIMEOUT = 30.0
+_CLOSED_POLL = 0.2  # seconds between checks for `FfmpegSlots.close` while waiting
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class FfmpegSlots:
+    """The `--jobs` cap: at most `limit` ffmpeg jobs at once, for everyone sharing this object.
+
+    A job is one unit of ffmpeg work (probing a group of parts, rendering a
+    track, making a deliverable); it holds one slot while it runs and starts
+    its ffmpeg processes one at a time, so `limit` bounds the processes. One
+    run makes its own; a local batch shares one across its recordings. Jobs run
+    in worker threads (`call`); a job must not wait for a second slot.
+
+    `close()` (Ctrl-C) makes every waiting and later job raise
+    `asyncio.CancelledError` instead of starting.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the ffmpeg job limit must be >= 1")
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit)
+        self._closed = threading.Event()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold one slot for the `with` block; blocks the calling thread until one is free."""
+        while not self._free.acquire(timeout=_CLOSED_POLL):
+            if self._closed.is_set():
+                raise asyncio.CancelledError
+        try:
+            if self._closed.is_set():
+                raise asyncio.CancelledError
+            yield
+        finally:
+            self._free.release()
+
+    def run(self, job: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `job` in this thread while holding a slot."""
+        with self.held():
+            return job(*args, **kwargs)
+
+    async def call(self, job: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `job` in a worker thread while holding a slot; the event loop stays free."""
+        return await asyncio.to_thread(functools.partial(self.run, job, *args, **kwargs))
+
+    def close(self) -> None:
+        """Start no more jobs: waiting and later ones raise `asyncio.CancelledError`."""
+        self._closed.set()
 
 
 def file_arg(path: str | os.PathLike[str]) -> str:

@@ -1,24 +1,26 @@
-"""One recording, end to end: load, plan, download, render, report.
+"""One recording, end to end, in named steps: plan, fetch, render, deliverables, report.
 
 The library never prints or exits: what happened comes back as a `RunOutcome`
-and through the `RunEvents` a caller passes in. Only the CLI maps outcomes to
-exit codes.
+(or a `DownloadOutcome` for `download_recording`) and through the `RunEvents`
+a caller passes in; each outcome knows the exit status it means (`errors.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from .deliverables import DeliverableContext, DeliverableOptions, make_deliverables
 from .download import (
     DownloadProgress,
     DownloadSettings,
@@ -26,7 +28,17 @@ from .download import (
     download_parts,
     fetch_document,
 )
-from .errors import AssemblerError, ManifestError, MediaError, RenderError, StorageError
+from .errors import (
+    EXIT_DOWNLOAD_FAILED,
+    EXIT_OK,
+    EXIT_TRACK_FAILED,
+    AssemblerError,
+    ManifestError,
+    MediaError,
+    RenderError,
+    StorageError,
+    UsageError,
+)
 from .manifest import (
     Documents,
     Sources,
@@ -35,7 +47,7 @@ from .manifest import (
     load_document,
     load_documents,
 )
-from .media import MediaInfo, probe_many, stop_all
+from .media import FfmpegSlots, MediaInfo, probe_many, stop_all
 from .naming import part_filenames
 from .plan import DEFAULT_FPS, Plan, TrackPlan, make_plan
 from .render import RenderedTrack, RenderSettings, render_track
@@ -44,7 +56,8 @@ from .report import FailureEntry, Report, build_report, write_json
 if TYPE_CHECKING:
     from .manifest import AudioPart, FetchDocument, VideoPart
 
-__all__ = ["RunEvents", "RunOptions", "RunOutcome", "plan_recording", "run_recording"]
+__all__ = ["NOT_IN_FINGERPRINT", "DownloadOutcome", "RunEvents", "RunOptions", "RunOutcome",
+           "download_recording", "inputs_fingerprint", "plan_recording", "run_recording"]
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +67,17 @@ PARTS_DIR = "parts"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunOptions:
+    """How to make a recording: timeline length (seconds), frame rate (frames per second),
+    download, render and deliverable settings, and `jobs`, the ffmpeg processes at once.
+
+    Raises `ValueError` for a duration or frame rate <= 0 or jobs < 1.
+    """
+
     duration: float | None = None
     fps: Fraction = DEFAULT_FPS
     download: DownloadSettings = field(default_factory=DownloadSettings)
     render: RenderSettings = field(default_factory=RenderSettings)
-    download_only: bool = False
+    deliverables: DeliverableOptions = field(default_factory=DeliverableOptions)
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)  # ffmpeg processes at once
 
     def __post_init__(self) -> None:
@@ -70,12 +89,29 @@ class RunOptions:
             raise ValueError("fps must be > 0")
 
     def fingerprint_fields(self) -> dict[str, object]:
-        """What changes the output: not concurrency, retries or jobs."""
-        render = self.render
-        return {"duration": self.duration, "audio_format": render.audio_format,
-                "video_strategy": render.video_strategy, "x264_preset": render.x264_preset,
-                "crf": render.crf, "fps": str(self.fps),
-                "download_only": self.download_only}
+        """Every setting that changes what is written, by dotted name; see `NOT_IN_FINGERPRINT`."""
+        return {name: str(value) if isinstance(value, Fraction) else value
+                for name, value in _settings(self) if name not in NOT_IN_FINGERPRINT}
+
+
+# Settings that change how a run goes but not what it writes: a recording made with
+# other values of these is still complete. Every other setting is in the fingerprint.
+NOT_IN_FINGERPRINT = frozenset({
+    "download",  # concurrency, retries, timeouts
+    "jobs",
+    "render.max_video_parts",  # pieces are joined without loss: the same track
+    "render.max_audio_parts",
+})
+
+
+def _settings(options: object, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """(dotted name, value) of every setting, nested settings flattened unless excluded whole."""
+    for item in dataclasses.fields(options):  # type: ignore[arg-type]
+        name, value = prefix + item.name, getattr(options, item.name)
+        if dataclasses.is_dataclass(value) and name not in NOT_IN_FINGERPRINT:
+            yield from _settings(value, f"{name}.")
+        else:
+            yield name, value
 
 
 class RunEvents(DownloadProgress, Protocol):
@@ -88,9 +124,32 @@ class RunEvents(DownloadProgress, Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunOutcome:
-    report: Report | None  # None for --download-only
+    """What `run_recording` made: the report written, and what failed (by part, by track)."""
+
+    report: Report
     download_failures: Mapping[str, AssemblerError]  # parts lost: not fetched, or unreadable
     render_failures: Mapping[str, AssemblerError]  # by track path
+
+    @property
+    def exit_status(self) -> int:
+        """What `assembler run` returns: a lost part outranks a failed track or deliverable."""
+        if self.download_failures:
+            return EXIT_DOWNLOAD_FAILED
+        if self.render_failures or any("error" in output for output in self.report["outputs"]):
+            return EXIT_TRACK_FAILED
+        return EXIT_OK
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadOutcome:
+    """What `download_recording` fetched: each part's file, and the parts lost."""
+
+    files: Mapping[str, Path]  # by part id
+    failures: Mapping[str, AssemblerError]  # by part id: not fetched, or unreadable
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_DOWNLOAD_FAILED if self.failures else EXIT_OK
 
 
 def inputs_fingerprint(sources: Sources, options: RunOptions) -> str:
@@ -119,7 +178,13 @@ def _fetcher(settings: DownloadSettings) -> FetchDocument:
 
 
 async def plan_recording(sources: Sources, options: RunOptions) -> tuple[Documents, Plan]:
-    """Load and validate every document, then plan; nothing is downloaded but URL manifests."""
+    """Load and validate every document, then plan; nothing is downloaded but URL manifests.
+
+    Raises `InvalidInputsError` for invalid documents and `UsageError` for options
+    the sources cannot serve (captions without a transcript).
+    """
+    if options.deliverables.captions and sources.transcript is None:
+        raise UsageError("--captions needs --transcript")
     documents = await load_documents(sources, _fetcher(options.download))
     files = part_filenames((part.id, part.download_url)
                            for part in (*documents.audio_parts, *documents.video_parts))
@@ -167,32 +232,77 @@ def _url_refresher(sources: Sources, documents: Documents, fetch: FetchDocument
     return fresh_url
 
 
-async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = RunOptions(),
-                        *, events: RunEvents | None = None) -> RunOutcome:
-    """Make every track of one recording under `out_dir` and write `report.json`.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Fetched:
+    files: Mapping[str, Path]
+    probes: Mapping[str, MediaInfo]
+    lost: Mapping[str, AssemblerError]
 
-    Raises `InvalidInputsError` before any media request when a document is
-    invalid, and `StorageError` when `out_dir` cannot be written; every other
-    failure is per part or per track and is listed in the outcome and report.
-    """
-    documents, plan = await plan_recording(sources, options)
+
+async def _fetch_parts(sources: Sources, documents: Documents, plan: Plan, out_dir: Path,
+                       options: RunOptions, events: RunEvents | None, ffmpeg: FfmpegSlots,
+                       *, only_used: bool) -> _Fetched:
+    """Download the parts (all, or only those the plan uses) and probe each one fetched."""
     wanted: list[AudioPart | VideoPart] = [*documents.audio_parts, *documents.video_parts]
-    if not options.download_only:
+    if only_used:
         # Parts the plan leaves out (past the timeline end, wholly overlapped) are not fetched.
         used = {part_id for track in plan.tracks for part_id in track.parts}
         wanted = [part for part in wanted if part.id in used]
-    fetch = _fetcher(options.download)
     if events:
         events.parts_planned(len(wanted))
+    fetch = _fetcher(options.download)
     results = await download_parts(
         _downloads(wanted, plan.part_files), out_dir / PARTS_DIR, options.download,
         progress=events, refresh_url=_url_refresher(sources, documents, fetch))
-    probes, unreadable = await _probe_all(results.files, options.jobs)
-    lost: dict[str, AssemblerError] = {**results.failures, **unreadable}
-    if options.download_only:
-        return RunOutcome(report=None, download_failures=lost, render_failures={})
-    failures: list[FailureEntry] = [{"part": part_id, "error": str(error)}
-                                    for part_id, error in lost.items()]
+    probes, unreadable = await _probe_all(results.files, ffmpeg)
+    return _Fetched(files=results.files, probes=probes,
+                    lost={**results.failures, **unreadable})
+
+
+async def download_recording(sources: Sources, out_dir: Path, options: RunOptions = RunOptions(),
+                             *, events: RunEvents | None = None,
+                             ffmpeg: FfmpegSlots | None = None) -> DownloadOutcome:
+    """Fetch and probe every part of one recording into `out_dir/parts/`; render nothing.
+
+    Raises `InvalidInputsError` before any media request when a document is
+    invalid, and `StorageError` when `out_dir` cannot be written.
+    """
+    documents, plan = await plan_recording(sources, options)
+    fetched = await _fetch_parts(sources, documents, plan, out_dir, options, events,
+                                 ffmpeg or FfmpegSlots(options.jobs), only_used=False)
+    return DownloadOutcome(files=fetched.files, failures=fetched.lost)
+
+
+async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = RunOptions(),
+                        *, events: RunEvents | None = None,
+                        ffmpeg: FfmpegSlots | None = None) -> RunOutcome:
+    """Make every track and deliverable of one recording under `out_dir`; write `report.json`.
+
+    `ffmpeg` caps ffmpeg processes (default: `options.jobs` for this run alone).
+    Raises `InvalidInputsError` before any media request when a document is
+    invalid, and `StorageError` when `out_dir` cannot be written; every other
+    failure is per part, track or deliverable and is listed in the outcome and report.
+    """
+    ffmpeg = ffmpeg or FfmpegSlots(options.jobs)
+    documents, plan = await plan_recording(sources, options)
+    fetched = await _fetch_parts(sources, documents, plan, out_dir, options, events, ffmpeg,
+                                 only_used=True)
+    renderable = _renderable(plan, fetched.lost)
+    rendered, render_failures = await _render_all(renderable, fetched, out_dir, options.render,
+                                                  events, ffmpeg)
+    failures = [*_lost_part_failures(fetched.lost),
+                *_track_failures(renderable, render_failures)]
+    report = build_report(plan, rendered, failures, out_dir, inputs_fingerprint(sources, options))
+    report = await make_deliverables(DeliverableContext(
+        out_dir=out_dir, documents=documents, plan=plan, tracks=tuple(rendered),
+        render=options.render, options=options.deliverables, report=report), ffmpeg)
+    _write_report(out_dir, report)
+    return RunOutcome(report=report, download_failures=fetched.lost,
+                      render_failures=render_failures)
+
+
+def _renderable(plan: Plan, lost: Mapping[str, AssemblerError]) -> list[TrackPlan]:
+    """The tracks whose every part is in; a track missing one is not written at all."""
     renderable = []
     for track in plan.tracks:
         missing = [part_id for part_id in track.parts if part_id in lost]
@@ -201,27 +311,37 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
                       lost[missing[0]])
         else:
             renderable.append(track)
-    rendered, render_failures = await _render_all(
-        renderable, results.files, probes, out_dir, options, events)
-    for track in renderable:
-        error = render_failures.get(track.path)
-        if error is not None:
-            # The contract names a part per failure: the one at fault, else each of the track's.
-            culprits = [error.part_id] if isinstance(error, RenderError) and error.part_id \
-                else list(dict.fromkeys(track.parts))
-            failures.extend({"part": part_id, "track": track.path, "error": str(error)}
-                            for part_id in culprits)
-    report = build_report(plan, rendered, failures, out_dir,
-                          inputs_fingerprint(sources, options))
+    return renderable
+
+
+def _lost_part_failures(lost: Mapping[str, AssemblerError]) -> list[FailureEntry]:
+    return [{"part": part_id, "error": str(error)} for part_id, error in lost.items()]
+
+
+def _track_failures(tracks: list[TrackPlan], errors: Mapping[str, AssemblerError]
+                    ) -> list[FailureEntry]:
+    """The contract names a part per failure: the one at fault, else each of the track's."""
+    failures: list[FailureEntry] = []
+    for track in tracks:
+        error = errors.get(track.path)
+        if error is None:
+            continue
+        culprits = [error.part_id] if isinstance(error, RenderError) and error.part_id \
+            else list(dict.fromkeys(track.parts))
+        failures.extend({"part": part_id, "track": track.path, "error": str(error)}
+                        for part_id in culprits)
+    return failures
+
+
+def _write_report(out_dir: Path, report: Report) -> None:
     try:
         write_json(out_dir / REPORT_NAME, report)
     except OSError as exc:
         raise StorageError("", f"cannot write {out_dir / REPORT_NAME}: "
                                f"{exc.strerror or exc}") from exc
-    return RunOutcome(report=report, download_failures=lost, render_failures=render_failures)
 
 
-async def _probe_all(files: Mapping[str, Path], jobs: int
+async def _probe_all(files: Mapping[str, Path], ffmpeg: FfmpegSlots
                      ) -> tuple[dict[str, MediaInfo], dict[str, AssemblerError]]:
     """Probe every part; one ffmpeg cannot open is moved aside and counted as lost.
 
@@ -229,10 +349,9 @@ async def _probe_all(files: Mapping[str, Path], jobs: int
     fetch the part again instead of taking the bad file for a complete one.
     """
     paths = list(files.values())
-    shares = [paths[index::jobs] for index in range(min(jobs, len(paths)))]
+    shares = [paths[index::ffmpeg.limit] for index in range(min(ffmpeg.limit, len(paths)))]
     found: dict[Path, MediaInfo | MediaError] = {}
-    for share in await asyncio.gather(*(asyncio.to_thread(probe_many, share)
-                                        for share in shares)):
+    for share in await asyncio.gather(*(ffmpeg.call(probe_many, share) for share in shares)):
         found.update(share)
     probes: dict[str, MediaInfo] = {}
     unreadable: dict[str, AssemblerError] = {}
@@ -247,37 +366,34 @@ async def _probe_all(files: Mapping[str, Path], jobs: int
     return probes, unreadable
 
 
-async def _render_all(tracks: list[TrackPlan], files: Mapping[str, Path],
-                      probes: Mapping[str, MediaInfo], out_dir: Path,
-                      options: RunOptions, events: RunEvents | None
+async def _render_all(tracks: list[TrackPlan], fetched: _Fetched, out_dir: Path,
+                      settings: RenderSettings, events: RunEvents | None, ffmpeg: FfmpegSlots
                       ) -> tuple[list[RenderedTrack], dict[str, AssemblerError]]:
-    settings = options.render
-    slots = asyncio.Semaphore(options.jobs)
-    rendered: list[RenderedTrack] = []
+    """Render every track, each in a worker thread holding one ffmpeg slot."""
+    rendered: dict[str, RenderedTrack] = {}
     failed: dict[str, AssemblerError] = {}
 
-    async def render_one(track: TrackPlan) -> None:
-        async with slots:
+    def render_one(track: TrackPlan) -> None:
+        if events:
+            events.track_started(track)
+        try:
+            rendered[track.path] = render_track(track, fetched.files, fetched.probes, out_dir,
+                                                settings)
+        except AssemblerError as exc:
+            log.error("%s not written: %s", track.path, exc)
+            failed[track.path] = exc
             if events:
-                events.track_started(track)
-            try:
-                result = await asyncio.to_thread(render_track, track, files, probes, out_dir,
-                                                 settings)
-            except AssemblerError as exc:
-                log.error("%s not written: %s", track.path, exc)
-                failed[track.path] = exc
-                if events:
-                    events.track_finished(track, exc)
-                return
-            rendered.append(result)
-            if events:
-                events.track_finished(track, None)
+                events.track_finished(track, exc)
+            return
+        if events:
+            events.track_finished(track, None)
 
     try:
-        await asyncio.gather(*(render_one(track) for track in tracks))
+        await asyncio.gather(*(ffmpeg.call(render_one, track) for track in tracks))
     except asyncio.CancelledError:
-        # Threads cannot be cancelled; killing their ffmpeg ends them at once, and
-        # render_track then removes the unfinished output instead of renaming it.
+        # Threads cannot be cancelled: closing the slots stops tracks not yet started, and
+        # killing ffmpeg ends the others at once (render_track then removes their output).
+        ffmpeg.close()
         stop_all()
         raise
-    return rendered, failed
+    return [rendered[track.path] for track in tracks if track.path in rendered], failed

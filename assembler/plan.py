@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import TYPE_CHECKING, Literal
 
 from .naming import participant_dir
 
 if TYPE_CHECKING:
-    from .manifest import AudioPart, Documents, VideoPart
+    from .manifest import AudioPart, Documents, Timestamp, VideoPart
 
 __all__ = [
     "AUDIO_RATE",
@@ -42,7 +43,9 @@ __all__ = [
     "make_plan",
     "place",
     "plan_as_json",
+    "recording_start",
     "split",
+    "time_of_day",
     "to_units",
 ]
 
@@ -141,6 +144,7 @@ class Plan:
     participants: tuple[ParticipantPlan, ...]
     warnings: tuple[PlanWarning, ...] = ()
     part_files: dict[str, str] = field(default_factory=dict)  # part id -> file under parts/
+    start: datetime | None = None  # wall-clock time (UTC) of timeline 0, when documents say
 
     @property
     def tracks(self) -> tuple[TrackPlan, ...]:
@@ -199,6 +203,49 @@ def resolve_overlaps(
     return tuple(kept), warnings
 
 
+def _timestamps(documents: Documents) -> Iterator[Timestamp]:
+    for part in (*documents.audio_parts, *documents.video_parts):
+        yield part.start_timestamp
+    for event in documents.participant_events:
+        yield event.timestamp
+    for turn in documents.speaker_timeline:
+        yield turn.start_timestamp
+    for entry in documents.transcript:
+        for word in entry.words:
+            yield word.start_timestamp
+
+
+def recording_start(documents: Documents) -> datetime | None:
+    """When timeline 0 was, in UTC: `absolute - relative` of the first timestamp that has both.
+
+    Parts come first (they define the timeline), then events, speaker turns and
+    words. A time without a zone is taken as UTC. None when no document says.
+    """
+    for stamp in _timestamps(documents):
+        if stamp.absolute is not None:
+            moment = datetime.fromisoformat(stamp.absolute)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return (moment - timedelta(seconds=stamp.relative)).astimezone(UTC)
+    return None
+
+
+def time_of_day(start: datetime | None, rate: Fraction) -> int:
+    """Units (frames, samples) from midnight UTC to `start`, by the one rounding rule.
+
+    This is the start timecode of video, a Broadcast WAV's `TimeReference` and
+    the timeline's start; 0 (`00:00:00:00`) when the start is unknown.
+    """
+    if start is None:
+        return 0
+    start = start.astimezone(UTC)
+    midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    elapsed = start - midnight
+    exact = Fraction(elapsed.days * 86400 + elapsed.seconds) + Fraction(elapsed.microseconds,
+                                                                         1_000_000)
+    return to_units(exact, rate)
+
+
 def make_plan(
     documents: Documents,
     *,
@@ -248,7 +295,7 @@ def make_plan(
         people.append(ParticipantPlan(id=participant_id, name=names.get(participant_id),
                                       dir=directory, tracks=tuple(tracks)))
     return Plan(duration=timeline, participants=tuple(people), warnings=tuple(warnings),
-                part_files=dict(part_files or {}))
+                part_files=dict(part_files or {}), start=recording_start(documents))
 
 
 def split(track: TrackPlan, max_parts: int) -> tuple[TrackPlan, ...]:
@@ -287,4 +334,5 @@ def plan_as_json(plan: Plan) -> dict[str, object]:
         "warnings": [{"part": warning.part_id, "message": warning.message}
                      for warning in plan.warnings],
         "part_files": plan.part_files,
+        "start": plan.start.isoformat() if plan.start else None,
     }

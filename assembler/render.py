@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
-import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,6 +23,7 @@ from typing import Any, Literal, get_args
 
 import ffmpeg
 
+from ._publish import clear_leftovers, temporary_name
 from .concat import Entry, concat_list, copy_argv, copy_track
 from .errors import CopyNotPossibleError, MediaError, RenderError
 from .media import MediaInfo, ffmpeg_binary, file_arg, run_ffmpeg
@@ -222,29 +221,6 @@ def _compile(stream: Any) -> list[str]:
     return ["-y", *argv[1:]]
 
 
-def _temporary(path: Path) -> Path:
-    """A new hidden name for the output while it is made, never taken for a finished track.
-
-    New for every render: an ffmpeg orphaned by a killed run may still be writing
-    its own; sharing one name, the rerun would publish a mix of both.
-    """
-    # A name, not mkstemp's file: ffmpeg creates it, with the user's umask, not 0600.
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.rendering")
-
-
-def _clear_leftovers(path: Path) -> None:
-    """Remove what a killed run left for this track: its temporary output and scratch dirs.
-
-    All of them are named `.<track file>.*` (see `_temporary`); a writer still at
-    one (an orphaned ffmpeg) keeps its unlinked file and harms nothing.
-    """
-    for leftover in path.parent.glob(f".{path.name}.*"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
-
-
 def _check_streams(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> None:
     needed = "audio" if track.kind == "audio" else "video"
     for part_id in track.parts:
@@ -290,8 +266,8 @@ def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
     _check_streams(track, probes)
     warnings = _length_warnings(track, probes)
     try:
-        _clear_leftovers(output)
-        temporary = _temporary(output)
+        clear_leftovers(output)
+        temporary = temporary_name(output)
     except OSError as exc:
         raise RenderError(f"cannot write in {output.parent}: {exc.strerror or exc}") from exc
     try:

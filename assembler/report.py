@@ -1,8 +1,9 @@
 """`report.json`: what a run made, typed so mypy checks its keys against the contract.
 
-The contract's keys come first; the keys this project adds (`complete`,
-`inputs`, `warnings`, per track `reason`, `rate`, `units`, per failure
-`track`) only ever add to it.
+The contract's keys come first (`outputs` is the contract's deliverables
+list); the keys this project adds (`complete`, `inputs`, `warnings`,
+`recording_start`, per track `reason`, `rate`, `units`, per failure `track`,
+per output `participant`) only ever add to it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
     from .plan import Plan
     from .render import RenderedTrack
 
-__all__ = ["FailureEntry", "Report", "build_report", "read_report", "sha256_file", "write_json"]
+__all__ = ["FailureEntry", "OutputEntry", "OutputKind", "Report", "WarningEntry", "build_report",
+           "read_report", "sha256_file", "with_outputs", "write_json"]
 
 REPORT_VERSION = 1
 
@@ -50,8 +52,23 @@ class FailureEntry(TypedDict):
 
 
 class WarningEntry(TypedDict):
-    part: str
+    part: NotRequired[str]  # the part it is about, when it is about a part
+    output: NotRequired[str]  # the deliverable's path, when it is about a deliverable
     message: str
+
+
+OutputKind = Literal["captions", "timeline", "mix", "av", "archive"]
+
+
+class OutputEntry(TypedDict):
+    """One deliverable file: `sha256` when made, `error` (one line) when not."""
+
+    kind: OutputKind
+    format: str
+    path: str  # relative to the output directory
+    sha256: NotRequired[str]
+    error: NotRequired[str]
+    participant: NotRequired[int]  # whose file it is, for per-participant deliverables
 
 
 class Timeline(TypedDict):
@@ -64,8 +81,10 @@ class Report(TypedDict):
     participants: list[ParticipantEntry]
     failures: list[FailureEntry]
     warnings: list[WarningEntry]
-    complete: bool  # every planned track written, nothing failed
+    outputs: list[OutputEntry]
+    complete: bool  # every planned track and deliverable written, nothing failed
     inputs: str  # fingerprint of the sources and options, for batch reruns
+    recording_start: NotRequired[str]  # ISO 8601 UTC time of timeline 0, when documents say
 
 
 def sha256_file(path: Path) -> str:
@@ -108,15 +127,27 @@ def build_report(plan: Plan, rendered: list[RenderedTrack], failures: list[Failu
                   for track in person.tracks if track.path in by_path]
         participants.append({"id": person.id, "name": person.name, "dir": person.dir,
                              "tracks": tracks})
-    return {
+    report: Report = {
         "version": REPORT_VERSION,
         "timeline": {"duration": float(plan.duration)},
         "participants": participants,
         "failures": failures,
         "warnings": warnings,
+        "outputs": [],
         "complete": not failures and len(by_path) == len(plan.tracks),
         "inputs": inputs,
     }
+    if plan.start is not None:
+        report["recording_start"] = plan.start.isoformat().replace("+00:00", "Z")
+    return report
+
+
+def with_outputs(report: Report, outputs: list[OutputEntry],
+                 warnings: list[WarningEntry]) -> Report:
+    """`report` with deliverables added: complete only when every one of them was made too."""
+    made = all("error" not in output for output in outputs)
+    return {**report, "outputs": outputs, "warnings": [*report["warnings"], *warnings],
+            "complete": report["complete"] and made}
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -186,7 +186,7 @@ def test_batch_on_a_dask_cluster_spreads_recordings_over_workers(
         (tmp_path / name).symlink_to(made[name].root)
     out = tmp_path / "out"
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  host="127.0.0.1", dashboard_address=None) as cluster:
+                                  host="127.0.0.1", dashboard_address=":0") as cluster:
         workers = set(cluster.scheduler_info["workers"])
 
         done = run_batch(jobs, out, "--quiet", "--scheduler", cluster.scheduler_address)

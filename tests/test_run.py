@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -249,14 +250,26 @@ def test_every_audio_format_starts_on_time_and_lasts_exactly(
     assert abs(end - 1.0) <= 0.002
 
 
-def start_long_render(tmp_path: Path, server: MediaServer, manifests: Manifests
-                      ) -> tuple[subprocess.Popen[str], list[str]]:
+@pytest.fixture
+def process_groups() -> Iterator[list[int]]:
+    """Process groups to kill after the test: an ffmpeg orphaned by kill -9 must not outlive it."""
+    groups: list[int] = []
+    yield groups
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def start_long_render(tmp_path: Path, server: MediaServer, manifests: Manifests,
+                      process_groups: list[int]) -> tuple[subprocess.Popen[str], list[str]]:
     """`assembler run` busy rendering a long black tail; returns it once ffmpeg is writing."""
     command = [sys.executable, "-m", "assembler", "run", "--out", str(tmp_path / "out"),
                "--quiet", "--video-parts", str(manifests.video_parts), "--duration", "600",
                "--fps", "60", "--video-strategy", "encode"]
+    # Its own process group, so that what it leaves running can be found and stopped.
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, start_new_session=True)
+    process_groups.append(process.pid)
     track_dir = tmp_path / "out/participants/1-ada"
     deadline = time.monotonic() + 60
     while not list(track_dir.glob(".*.rendering")) and time.monotonic() < deadline:
@@ -276,8 +289,8 @@ def one_webcam_part(tmp_path: Path) -> Iterator[tuple[MediaServer, Manifests]]:
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_render_leaves_no_half_track(
         one_webcam_part: tuple[MediaServer, Manifests], tmp_path: Path,
-        stop: signal.Signals) -> None:
-    process, _ = start_long_render(tmp_path, *one_webcam_part)
+        stop: signal.Signals, process_groups: list[int]) -> None:
+    process, _ = start_long_render(tmp_path, *one_webcam_part, process_groups)
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130
@@ -289,10 +302,11 @@ def test_interrupted_render_leaves_no_half_track(
 
 
 def test_rerun_after_kill_9_mid_render_is_whole(
-        one_webcam_part: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+        one_webcam_part: tuple[MediaServer, Manifests], tmp_path: Path,
+        process_groups: list[int]) -> None:
     # kill -9 orphans the running ffmpeg, which goes on writing its temporary file
     # while the rerun renders: the two must never share a file.
-    process, command = start_long_render(tmp_path, *one_webcam_part)
+    process, command = start_long_render(tmp_path, *one_webcam_part, process_groups)
     process.kill()
     process.communicate(timeout=30)
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
