@@ -103,6 +103,8 @@ class BatchEvents(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
+    """How a batch ended: recordings counted by status (`ok`, `skipped`, `invalid`, `failed`)."""
+
     counts: Counter[Status]
 
     @property

@@ -146,7 +146,7 @@ class NotMediaError(DownloadError):
 
 
 class StorageError(DownloadError):
-    """The part could not be written to disk (no space, read-only, permissions)."""
+    """A part, track or report could not be written to disk (no space, read-only, permissions)."""
 
 
 class RenderError(AssemblerError):

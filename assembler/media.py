@@ -221,6 +221,12 @@ class PacketTrace:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MediaInfo:
+    """What `ffmpeg -i` tells of a file: container, duration and start (seconds), first streams.
+
+    `probe` raises `MediaError` for a file ffmpeg cannot open; `probe_many`
+    returns that error in place of the file's `MediaInfo`.
+    """
+
     format: str
     duration: float | None
     start: float

@@ -100,6 +100,9 @@ class PlanWarning:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrackPlan:
+    """One output track: `length` units (samples for audio, frames for video) at `rate` per
+    second, covered exactly by `segments` (parts and gaps) in order; `path` relative to DIR."""
+
     participant_id: int
     kind: Kind
     path: str  # relative to the output directory
@@ -140,6 +143,11 @@ class ParticipantPlan:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
+    """One recording's timeline: its length in exact seconds and every participant's tracks.
+
+    Made by `make_plan`, which raises `ValueError` for an unknown audio format.
+    """
+
     duration: Fraction  # seconds
     participants: tuple[ParticipantPlan, ...]
     warnings: tuple[PlanWarning, ...] = ()

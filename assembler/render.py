@@ -48,6 +48,8 @@ LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RenderSettings:
+    """How tracks are encoded; raises `ValueError` for an unknown format or strategy."""
+
     audio_format: str = "flac"
     video_strategy: VideoStrategy = "auto"
     x264_preset: str = "veryfast"
@@ -70,6 +72,8 @@ class RenderSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RenderedTrack:
+    """A track written to `path`, with how (`copy` or `encode`), why and what was cut or padded."""
+
     track: TrackPlan  # as rendered: a copied video track is placed at its parts' frame rate
     path: Path
     strategy: Strategy

@@ -76,6 +76,8 @@ class Timeline(TypedDict):
 
 
 class Report(TypedDict):
+    """`report.json`: durations in seconds, paths relative to the output directory."""
+
     version: int
     timeline: Timeline
     participants: list[ParticipantEntry]
