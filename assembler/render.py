@@ -4,7 +4,7 @@ Audio: every part decoded, resampled to 48 kHz, padded or cut to its slot in
 samples, joined with digital silence by the `concat` filter, encoded once.
 Video (encode): every part made constant frame rate, scaled and padded into
 the track's frame size, padded or cut to its slot in frames, joined with
-black. Video (copy): see `concat.py`.
+black. Video (copy): see `_copy.py`.
 
 The argv builders are pure functions of the track plan and the probed parts;
 only `render_track` touches files and runs ffmpeg.
@@ -23,8 +23,9 @@ from typing import Any, Literal, get_args
 
 import ffmpeg
 
+from ._copy import concat_list, copy_argv, copy_track
+from ._copy_layout import Entry
 from ._publish import clear_leftovers, temporary_name
-from .concat import Entry, concat_list, copy_argv, copy_track
 from .errors import CopyNotPossibleError, MediaError, RenderError
 from .media import MediaInfo, ffmpeg_binary, file_arg, run_ffmpeg
 from .plan import AUDIO_FORMATS, AUDIO_RATE, TrackPlan, split

@@ -13,19 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from assembler.concat import (
+from assembler._copy import BlackSpec, black_argv, concat_list, copy_argv
+from assembler._copy_layout import (
     BlackGop,
-    BlackSpec,
     Entry,
     H264Headers,
     PartProbe,
     Tail,
-    black_argv,
     black_delay,
     clean_prefixes,
-    concat_list,
-    copy_argv,
-    copy_blocker,
+    copy_layout,
     cut_packets,
     entries,
     keyframe_cut,
@@ -204,6 +201,15 @@ def test_copy_argv(in_band: bool, tail: list[str]) -> None:
 
 
 # --- pure: the decision -------------------------------------------------------------------
+
+
+def copy_blocker(plan: TrackPlan, probes: dict[str, PartProbe]) -> str | None:
+    """Why `copy_layout` refuses the track, or None when it lays it out."""
+    try:
+        copy_layout(plan, probes)
+    except CopyNotPossibleError as error:
+        return str(error)
+    return None
 
 ONE_PART = [("a", Fraction(1), Fraction(2))]
 
