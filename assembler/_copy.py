@@ -48,7 +48,7 @@ from ._copy_layout import (
 )
 from ._copy_probe import probe_parts, timescale_args
 from .errors import CopyNotPossibleError
-from .media import MediaInfo, PacketTrace, file_arg, read_packets, run_ffmpeg
+from .media import FfmpegSlots, MediaInfo, PacketTrace, file_arg, read_packets, run_ffmpeg
 from .plan import TrackPlan
 
 __all__ = ["BlackSpec", "black_argv", "concat_list", "copy_argv", "copy_track", "tail_argv"]
@@ -158,16 +158,17 @@ def copy_argv(concat: Path, output: Path, *, time_base: Fraction, in_band: bool)
 
 
 def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, MediaInfo],
-               output: Path, *, preset: str) -> TrackPlan:
+               output: Path, *, preset: str, ffmpeg: FfmpegSlots | None = None) -> TrackPlan:
     """Write `track` to `output` by stream copy; return it as placed at the parts' rate.
 
+    `ffmpeg`: the `--jobs` cap, one of whose slots the caller holds (see `probe_parts`).
     Raises `CopyNotPossibleError` (the one-line reason) before writing anything when
     the parts cannot be copied.
     """
     # Named after the (hidden, per-render) output: a killed run's scratch is found by name.
     with tempfile.TemporaryDirectory(prefix=f"{output.name}.copy-", dir=output.parent) as name:
         scratch = Path(name)
-        probes = probe_parts(track, parts, infos, scratch)
+        probes = probe_parts(track, parts, infos, scratch, ffmpeg)
         layout = copy_layout(track, probes)
         spec = _black_spec(layout)
         black = _make_black(black_runs(layout.pieces), spec, preset)
