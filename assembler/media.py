@@ -24,9 +24,9 @@ from typing import ParamSpec, TypeVar
 
 from .errors import FFmpegError, FFmpegNotFoundError, MediaError
 
-__all__ = ["AudioStream", "FfmpegSlots", "MediaInfo", "PacketTrace", "VideoStream",
-           "ffmpeg_binary", "file_arg", "first_access_unit", "probe", "probe_many",
-           "read_packets", "run_ffmpeg", "sequence_parameter_sets"]
+__all__ = ["AudioStream", "FfmpegSlots", "H264Survey", "MediaInfo", "PacketTrace",
+           "VideoStream", "ffmpeg_binary", "file_arg", "probe", "probe_many", "read_packets",
+           "run_ffmpeg", "survey_h264"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,20 @@ class FfmpegSlots:
     async def call(self, job: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `job` in a worker thread while holding a slot; the event loop stays free."""
         return await asyncio.to_thread(functools.partial(self.run, job, *args, **kwargs))
+
+    @contextmanager
+    def spare(self, wanted: int) -> Iterator[int]:
+        """Up to `wanted` more slots that are free right now, held for the block; yields
+        how many. Never waits: a job already holding a slot widens itself this way
+        (many ffmpeg at once when the machine is idle) without risking a deadlock."""
+        got = 0
+        while got < wanted and self._free.acquire(blocking=False):
+            got += 1
+        try:
+            yield got
+        finally:
+            for _ in range(got):
+                self._free.release()
 
     def close(self) -> None:
         """Start no more jobs: waiting and later ones raise `asyncio.CancelledError`."""
@@ -369,9 +383,14 @@ def read_packets(path: Path, stream: int = 0) -> PacketTrace:
     """
     text = ffmpeg_output(["-copyts", "-i", file_arg(path), "-map", f"0:{stream}", "-c", "copy",
                           "-f", "framecrc", "-"]).decode("ascii", "replace")
+    return _packet_trace(text, f"{path.name}: no packets in stream {stream}")
+
+
+def _packet_trace(text: str, missing: str) -> PacketTrace:
+    """A `framecrc` listing as a trace; `MediaError(missing)` when it lists no stream."""
     time_base = _TRACE_TIME_BASE.search(text)
     if time_base is None:
-        raise MediaError(f"{path.name}: no packets in stream {stream}")
+        raise MediaError(missing)
     packets = _PACKET.findall(text)
     extradata = _TRACE_EXTRADATA.search(text)
     return PacketTrace(
@@ -384,19 +403,41 @@ def read_packets(path: Path, stream: int = 0) -> PacketTrace:
     )
 
 
-def first_access_unit(path: Path, stream: int = 0) -> bytes:
-    """The first H.264 packet of `stream` in Annex B form, parameter sets (SPS/PPS) in front."""
-    return ffmpeg_output(["-i", file_arg(path), "-map", f"0:{stream}", "-c", "copy",
-                          "-bsf:v", "h264_mp4toannexb", "-frames:v", "1", "-f", "h264", "-"])
+@dataclass(frozen=True, slots=True, kw_only=True)
+class H264Survey:
+    """What one read of an H.264 stream shows without decoding it."""
+
+    packets: PacketTrace
+    first_access_unit: bytes  # Annex B, parameter sets (SPS/PPS) in front
+    # Every distinct SPS, in-band ones included: more than one means the stream
+    # changes size or format midway.
+    parameter_sets: frozenset[bytes]
 
 
-def sequence_parameter_sets(path: Path, stream: int = 0) -> set[bytes]:
-    """Every distinct H.264 SPS in video stream `stream`, in-band ones included.
+def survey_h264(streams: Sequence[tuple[Path, int]], scratch: Path) -> list[H264Survey]:
+    """Survey each (file, video stream index) of `streams` with one ffmpeg reading each once.
 
-    More than one means the stream changes size or format midway.
+    Each input feeds three outputs written under `scratch`: its packets
+    (`framecrc`, with `-copyts` as `read_packets`), its first access unit and
+    its SPS NAL units. One ffmpeg start costs more than surveying a small part.
     """
-    data = ffmpeg_output(["-i", file_arg(path), "-map", f"0:{stream}", "-c", "copy",
-                          "-bsf:v", "h264_mp4toannexb,filter_units=pass_types=7",
-                          "-f", "h264", "-"])
-    # Start codes are 00 00 01 or 00 00 00 01: strip the zeros either way leaves.
-    return {unit.strip(b"\x00") for unit in data.split(b"\x00\x00\x01")} - {b""}
+    args = ["-y", "-copyts"] + [arg for path, _ in streams for arg in ("-i", file_arg(path))]
+    for index, (_, stream) in enumerate(streams):
+        source = ["-map", f"{index}:{stream}", "-c", "copy"]
+        annexb = [*source, "-bsf:v"]
+        args += [*source, "-f", "framecrc", file_arg(scratch / f"{index}.crc"),
+                 *annexb, "h264_mp4toannexb", "-frames:v", "1", "-f", "h264",
+                 file_arg(scratch / f"{index}.au"),
+                 *annexb, "h264_mp4toannexb,filter_units=pass_types=7", "-f", "h264",
+                 file_arg(scratch / f"{index}.sps")]
+    run_ffmpeg(args)
+    surveys = []
+    for index, (path, stream) in enumerate(streams):
+        text = (scratch / f"{index}.crc").read_text("ascii", "replace")
+        units = (scratch / f"{index}.sps").read_bytes().split(b"\x00\x00\x01")
+        surveys.append(H264Survey(
+            packets=_packet_trace(text, f"{path.name}: no packets in stream {stream}"),
+            first_access_unit=(scratch / f"{index}.au").read_bytes(),
+            # Start codes are 00 00 01 or 00 00 00 01: strip the zeros either way leaves.
+            parameter_sets=frozenset(unit.strip(b"\x00") for unit in units) - {b""}))
+    return surveys

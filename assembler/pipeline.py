@@ -378,7 +378,7 @@ async def _render_all(tracks: list[TrackPlan], fetched: _Fetched, out_dir: Path,
             events.track_started(track)
         try:
             rendered[track.path] = render_track(track, fetched.files, fetched.probes, out_dir,
-                                                settings)
+                                                settings, ffmpeg=ffmpeg)
         except AssemblerError as exc:
             log.error("%s not written: %s", track.path, exc)
             failed[track.path] = exc

@@ -4,7 +4,7 @@ Audio: every part decoded, resampled to 48 kHz, padded or cut to its slot in
 samples, joined with digital silence by the `concat` filter, encoded once.
 Video (encode): every part made constant frame rate, scaled and padded into
 the track's frame size, padded or cut to its slot in frames, joined with
-black. Video (copy): see `concat.py`.
+black. Video (copy): see `_copy.py`.
 
 The argv builders are pure functions of the track plan and the probed parts;
 only `render_track` touches files and runs ffmpeg.
@@ -23,10 +23,11 @@ from typing import Any, Literal, get_args
 
 import ffmpeg
 
+from ._copy import concat_list, copy_argv, copy_track
+from ._copy_layout import Entry
 from ._publish import clear_leftovers, temporary_name
-from .concat import Entry, concat_list, copy_argv, copy_track
 from .errors import CopyNotPossibleError, MediaError, RenderError
-from .media import MediaInfo, ffmpeg_binary, file_arg, run_ffmpeg
+from .media import FfmpegSlots, MediaInfo, ffmpeg_binary, file_arg, run_ffmpeg
 from .plan import AUDIO_FORMATS, AUDIO_RATE, TrackPlan, split
 
 __all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track", "video_encode_argv"]
@@ -256,10 +257,13 @@ def _length_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo]
 
 
 def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
-                 out_dir: Path, settings: RenderSettings) -> RenderedTrack:
+                 out_dir: Path, settings: RenderSettings, *,
+                 ffmpeg: FfmpegSlots | None = None) -> RenderedTrack:
     """Render `track` to `out_dir / track.path`; the file appears only when complete.
 
     `parts` and `probes` give every part of the track its file and its probe.
+    `ffmpeg`: the `--jobs` cap when the caller holds one of its slots; stream copy
+    then reads parts on any other slots free at the time.
     """
     output = out_dir / track.path
     try:
@@ -275,7 +279,7 @@ def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
     except OSError as exc:
         raise RenderError(f"cannot write in {output.parent}: {exc.strerror or exc}") from exc
     try:
-        rendered = _render_to(track, parts, probes, temporary, settings)
+        rendered = _render_to(track, parts, probes, temporary, settings, ffmpeg)
         os.replace(temporary, output)
     except OSError as exc:
         raise RenderError(f"cannot write {track.path}: {exc.strerror or exc}") from exc
@@ -286,14 +290,16 @@ def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
 
 
 def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
-               output: Path, settings: RenderSettings) -> RenderedTrack:
+               output: Path, settings: RenderSettings, ffmpeg: FfmpegSlots | None
+               ) -> RenderedTrack:
     if track.kind == "audio":
         _encode_audio(track, parts, probes, output, settings)
         return RenderedTrack(track=track, path=output, strategy="encode")
     reason = None
     if settings.video_strategy != "encode":
         try:
-            copied = copy_track(track, parts, probes, output, preset=settings.x264_preset)
+            copied = copy_track(track, parts, probes, output, preset=settings.x264_preset,
+                                ffmpeg=ffmpeg)
             return RenderedTrack(track=copied, path=output, strategy="copy")
         except CopyNotPossibleError as error:
             if settings.video_strategy == "copy":

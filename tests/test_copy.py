@@ -7,25 +7,23 @@ part's own compressed packets in the output (copied, not re-encoded).
 
 from __future__ import annotations
 
+import logging
 import re
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from assembler.concat import (
+from assembler._copy import BlackSpec, black_argv, concat_list, copy_argv
+from assembler._copy_layout import (
     BlackGop,
-    BlackSpec,
     Entry,
     H264Headers,
     PartProbe,
     Tail,
-    black_argv,
     black_delay,
     clean_prefixes,
-    concat_list,
-    copy_argv,
-    copy_blocker,
+    copy_layout,
     cut_packets,
     entries,
     keyframe_cut,
@@ -34,8 +32,17 @@ from assembler.concat import (
     real_rate,
     split_black,
 )
+from assembler._copy_probe import probe_parts
 from assembler.errors import CopyNotPossibleError
-from assembler.media import MediaInfo, PacketTrace, VideoStream, file_arg, probe
+from assembler.media import (
+    FfmpegSlots,
+    MediaInfo,
+    PacketTrace,
+    VideoStream,
+    file_arg,
+    probe,
+    read_packets,
+)
 from assembler.plan import Slot, TrackPlan, place
 from assembler.render import RenderedTrack, RenderSettings, render_track
 from tests.support.media import (
@@ -204,6 +211,15 @@ def test_copy_argv(in_band: bool, tail: list[str]) -> None:
 
 
 # --- pure: the decision -------------------------------------------------------------------
+
+
+def copy_blocker(plan: TrackPlan, probes: dict[str, PartProbe]) -> str | None:
+    """Why `copy_layout` refuses the track, or None when it lays it out."""
+    try:
+        copy_layout(plan, probes)
+    except CopyNotPossibleError as error:
+        return str(error)
+    return None
 
 ONE_PART = [("a", Fraction(1), Fraction(2))]
 
@@ -482,3 +498,41 @@ def test_a_part_that_changes_size_midway_is_encoded_not_copied(tmp_path: Path) -
     assert len(frames) == 2 * RATE
     assert colour_spans(frames, "red") == [(0, RATE)]
     assert colour_spans(frames, "blue") == [(RATE, 2 * RATE)]
+
+
+def test_parts_are_read_once_many_per_ffmpeg_on_spare_slots(
+        b_frame_parts: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Six parts, two of them with an audio stream (extracted first), a 2-slot cap of
+    # which the caller holds one: two groups, read side by side, each by one ffmpeg.
+    names = ["cyan", "vfr", "magenta"]
+    parts = {f"{name}{copy}": b_frame_parts[name] for copy in range(2) for name in names}
+    slots = [Slot(part_id=part_id, start=Fraction(3 * index), end=Fraction(3 * index + 2))
+             for index, part_id in enumerate(parts)]
+    plan = track([(slot.part_id, slot.start, slot.end) for slot in slots], Fraction(18))
+    infos = {part_id: probe(path) for part_id, path in parts.items()}
+    ffmpeg_slots = FfmpegSlots(2)
+    with caplog.at_level(logging.DEBUG, logger="assembler.media"), ffmpeg_slots.held():
+        probes = probe_parts(plan, parts, infos, tmp_path, ffmpeg_slots)
+    runs = [record.getMessage() for record in caplog.records
+            if record.getMessage().startswith("running")]
+    # Extracting the magentas, one each side by side; then two surveys of three parts.
+    assert [" -copyts " in run for run in runs].count(True) == 2
+    assert len(runs) == 4
+    for part_id, found in probes.items():
+        alone = read_packets(found.path)  # the one-part-per-ffmpeg reading, as before
+        assert found.packets == alone, part_id
+        assert found.headers is not None
+        assert found.headers.idr
+        assert found.parameter_sets == 1
+    assert probes["magenta0"].path.parent == tmp_path  # the video-only extract
+    assert probes["cyan1"].path == b_frame_parts["cyan"]
+
+
+def test_spare_slots_take_only_what_is_free_now() -> None:
+    slots = FfmpegSlots(3)
+    with slots.held(), slots.spare(5) as extra:
+        assert extra == 2
+        with slots.spare(1) as none_left:
+            assert none_left == 0
+    with slots.spare(3) as all_free:
+        assert all_free == 3

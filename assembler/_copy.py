@@ -1,0 +1,270 @@
+"""Stream-copy rendering of a video track, the ffmpeg side: black, tails, the concat run.
+
+The layout (what is copied, cut, re-encoded or black) is decided in `_copy_layout`,
+from what `_copy_probe` reads. Here:
+
+1. One black GOP is encoded with x264 to the parts' parameters (once per process
+   for each set of them). A gap is that GOP repeated, then prefixes of it that cut
+   cleanly (the IDR frame alone always does). Every piece of black then has the
+   same parameter sets and the same B-frame timing at its joins.
+2. A smart-cut tail is re-encoded with black's x264 settings.
+3. The concat demuxer joins parts and black with `-c copy`. Each entry's `duration`
+   places the next one on its exact frame; `inpoint` puts a part's first frame on
+   its slot start (a VFR part keeps its own timestamps after that); `outpoint` ends
+   a part at the first packet, in decode order, that is not shown inside its slot.
+
+Parameter sets: when every part and the black GOP share one avcC, packets are copied
+untouched into an `avc1` track. Otherwise the concat demuxer's `h264_mp4toannexb`
+puts each file's SPS/PPS in front of its IDR frames and the track is tagged `avc3`,
+the sample entry that tells players parameter sets can change in the stream (an
+`avc1` MP4 keeps only the first segment's, see FIELD-NOTES).
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from ._copy_layout import (
+    X264_DELAYS,
+    X264_PROFILES,
+    BlackGop,
+    CopyLayout,
+    Entry,
+    Piece,
+    Tail,
+    black_runs,
+    clean_prefixes,
+    copy_layout,
+    entries,
+    gop_frames,
+    lead,
+    part_entry,
+)
+from ._copy_probe import probe_parts, timescale_args
+from .errors import CopyNotPossibleError
+from .media import FfmpegSlots, MediaInfo, PacketTrace, file_arg, read_packets, run_ffmpeg
+from .plan import TrackPlan
+
+__all__ = ["BlackSpec", "black_argv", "concat_list", "copy_argv", "copy_track", "tail_argv"]
+
+
+# --- argv and list text: pure -----------------------------------------------------------
+
+
+def _microseconds(seconds: Fraction) -> int:
+    # Floor: an outpoint must not pass the dts of the packet it leaves out.
+    return (seconds * 1_000_000).__floor__()
+
+
+def _time_text(microseconds: int) -> str:
+    sign = "-" if microseconds < 0 else ""
+    whole, fraction = divmod(abs(microseconds), 1_000_000)
+    return f"{sign}{whole}.{fraction:06d}"
+
+
+def _quote(path: Path) -> str:
+    # ffconcat reads '...' literally; a quote inside is closed, escaped and reopened.
+    return "'" + file_arg(path).replace("'", "'\\''") + "'"
+
+
+def concat_list(items: Iterable[Entry]) -> str:
+    """The ffconcat text for `items`, durations in microseconds that never drift.
+
+    Each duration is the difference of rounded running totals, so a thousand entries
+    end exactly where their exact sum does.
+    """
+    lines = ["ffconcat version 1.0"]
+    total = Fraction(0)
+    for item in items:
+        start = round(total * 1_000_000)
+        total += item.duration
+        lines += [f"file {_quote(item.path)}",
+                  f"duration {_time_text(round(total * 1_000_000) - start)}"]
+        if item.inpoint is not None:
+            lines.append(f"inpoint {_time_text(_microseconds(item.inpoint))}")
+        if item.outpoint is not None:
+            lines.append(f"outpoint {_time_text(_microseconds(item.outpoint))}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlackSpec:
+    """Everything black frames must share with the parts to join their stream."""
+
+    width: int
+    height: int
+    pix_fmt: str
+    sar: Fraction | None
+    rate: Fraction
+    time_base: Fraction
+    profile: str  # x264's name
+    level_idc: int
+    delay: int  # frames from the first dts to the first pts, see X264_DELAYS
+
+
+def black_argv(spec: BlackSpec, frames: int, output: Path, *, preset: str) -> list[str]:
+    """ffmpeg arguments (no binary) encoding `frames` black frames as one closed GOP."""
+    rate = spec.rate
+    source = f"color=c=black:s={spec.width}x{spec.height}:r={rate.numerator}/{rate.denominator}"
+    return ["-y", "-f", "lavfi", "-i", f"{source},{_pixels(spec)}",
+            *_x264_args(spec, frames, output, preset=preset)]
+
+
+def tail_argv(spec: BlackSpec, tail: Tail, output: Path, *, preset: str) -> list[str]:
+    """ffmpeg arguments (no binary) re-encoding a part's tail to the parts' parameters.
+
+    The input seek is exact: ffmpeg decodes from the keyframe at `tail.start` on.
+    """
+    rate = spec.rate
+    return ["-y", "-ss", _time_text(_microseconds(tail.start)), "-i", file_arg(tail.path),
+            "-map", "0:v:0", "-vf", f"fps={rate.numerator}/{rate.denominator},{_pixels(spec)}",
+            *_x264_args(spec, tail.frames, output, preset=preset)]
+
+
+def _pixels(spec: BlackSpec) -> str:
+    sar = f",setsar={spec.sar.numerator}/{spec.sar.denominator}" if spec.sar else ""
+    return f"format={spec.pix_fmt}{sar}"
+
+
+def _level(level_idc: int) -> str:
+    return f"{level_idc // 10}.{level_idc % 10}"
+
+
+def _x264_args(spec: BlackSpec, frames: int, output: Path, *, preset: str) -> list[str]:
+    """Encoder and muxer arguments for `frames` frames matching the parts' stream."""
+    return ["-frames:v", str(frames), "-c:v", "libx264", "-preset", preset,
+            "-profile:v", spec.profile, "-pix_fmt", spec.pix_fmt,
+            # No lookahead: it halves the time for black and changes no header.
+            "-x264-params", f"level={_level(spec.level_idc)}:keyint={frames}:scenecut=0:"
+                            f"rc-lookahead=0:sync-lookahead=0:{X264_DELAYS[spec.delay]}",
+            *timescale_args(spec.time_base), "-an", "-f", "mp4", file_arg(output)]
+
+
+def copy_argv(concat: Path, output: Path, *, time_base: Fraction, in_band: bool) -> list[str]:
+    """ffmpeg arguments (no binary) joining the entries listed in `concat` by stream copy."""
+    return ["-y", "-f", "concat", "-safe", "0", "-auto_convert", "1" if in_band else "0",
+            "-i", file_arg(concat), "-map", "0:v:0", "-c", "copy",
+            "-tag:v", "avc3" if in_band else "avc1", *timescale_args(time_base),
+            "-movflags", "+faststart", "-f", "mp4", file_arg(output)]
+
+
+# --- running it --------------------------------------------------------------------------
+
+
+def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, MediaInfo],
+               output: Path, *, preset: str, ffmpeg: FfmpegSlots | None = None) -> TrackPlan:
+    """Write `track` to `output` by stream copy; return it as placed at the parts' rate.
+
+    `ffmpeg`: the `--jobs` cap, one of whose slots the caller holds (see `probe_parts`).
+    Raises `CopyNotPossibleError` (the one-line reason) before writing anything when
+    the parts cannot be copied.
+    """
+    # Named after the (hidden, per-render) output: a killed run's scratch is found by name.
+    with tempfile.TemporaryDirectory(prefix=f"{output.name}.copy-", dir=output.parent) as name:
+        scratch = Path(name)
+        probes = probe_parts(track, parts, infos, scratch, ffmpeg)
+        layout = copy_layout(track, probes)
+        spec = _black_spec(layout)
+        black = _make_black(black_runs(layout.pieces), spec, preset)
+        extradata = {probe.packets.extradata for probe in probes.values() if probe.packets}
+        if black is not None:
+            extradata.add(black.packets.extradata)
+        encoded = _encode_tails(layout.pieces, spec, scratch, preset)
+        extradata |= {packets.extradata for packets in encoded.values()}
+        joined = [part_entry(scratch / f"tail-{index}.mp4", encoded[index], piece.frames,
+                             spec.rate)[0] if isinstance(piece, Tail) else piece
+                  for index, piece in enumerate(layout.pieces)]
+        listing = scratch / "track.ffconcat"
+        listing.write_text(concat_list(entries(joined, black)), encoding="utf-8")
+        run_ffmpeg(copy_argv(listing, output, time_base=spec.time_base,
+                             in_band=len(extradata) != 1 or None in extradata))
+    return layout.track
+
+
+def _encode_tails(layout: Sequence[Piece], spec: BlackSpec, scratch: Path, preset: str
+                  ) -> dict[int, PacketTrace]:
+    """Re-encode every smart-cut tail to `scratch/tail-<index in layout>.mp4`.
+
+    Returns each file's packets by the tail's index in the layout.
+    """
+    encoded: dict[int, PacketTrace] = {}
+    for index, tail in enumerate(layout):
+        if not isinstance(tail, Tail):
+            continue
+        path = scratch / f"tail-{index}.mp4"
+        run_ffmpeg(tail_argv(spec, tail, path, preset=preset))
+        packets = read_packets(path)
+        if lead(packets) != spec.delay / spec.rate or len(packets.pts) != tail.frames:
+            raise CopyNotPossibleError(f"the re-encoded end of {tail.path.name} does not "
+                                       "match the stream")
+        encoded[index] = packets
+    return encoded
+
+
+def _black_spec(layout: CopyLayout) -> BlackSpec:
+    video = layout.video
+    return BlackSpec(width=video.width, height=video.height, pix_fmt=video.pix_fmt or "yuv420p",
+                     sar=video.sar, rate=layout.track.rate, time_base=layout.time_base,
+                     profile=X264_PROFILES[layout.headers.profile_idc],
+                     level_idc=layout.headers.level_idc, delay=layout.delay)
+
+
+def _make_black(runs: Sequence[int], spec: BlackSpec, preset: str) -> BlackGop | None:
+    if not runs:
+        return None
+    frames = gop_frames(runs, spec.rate)
+    path = BLACK.file(spec, frames, preset)
+    packets = _checked_black(path, spec)
+    return BlackGop(path=path, frames=frames, rate=spec.rate, packets=packets,
+                    cuts=clean_prefixes(packets, spec.rate))
+
+
+def _checked_black(path: Path, spec: BlackSpec) -> PacketTrace:
+    """The packets of a black file, which must start with the B-frame delay chosen."""
+    packets = _black_packets(path)
+    if lead(packets) != spec.delay / spec.rate:
+        raise CopyNotPossibleError(f"x264 black did not get a B-frame delay of {spec.delay} "
+                                   "frames")
+    return packets
+
+
+@functools.cache
+def _black_packets(path: Path) -> PacketTrace:
+    return read_packets(path)
+
+
+class BlackCache:
+    """Black segments this process has encoded, by everything that shapes them.
+
+    Tracks with one webcam's settings (across a whole batch) share their black:
+    it is encoded once. The files live in a temporary directory removed when
+    the process exits.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: dict[tuple[BlackSpec, int, str], Path] = {}
+        self._directory: tempfile.TemporaryDirectory[str] | None = None
+
+    def file(self, spec: BlackSpec, frames: int, preset: str) -> Path:
+        """The file of `frames` black frames to `spec`, encoded on first use."""
+        key = (spec, frames, preset)
+        with self._lock:
+            if key in self._files:
+                return self._files[key]
+            if self._directory is None:
+                self._directory = tempfile.TemporaryDirectory(prefix="assembler-black-")
+            path = Path(self._directory.name) / f"black-{len(self._files)}-{frames}.mp4"
+            # Encoded under the lock: two tracks needing the same black wait for one encode.
+            run_ffmpeg(black_argv(spec, frames, path, preset=preset))
+            self._files[key] = path  # only once it is whole
+        return path
+
+
+BLACK = BlackCache()

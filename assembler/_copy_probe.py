@@ -1,0 +1,119 @@
+"""Reading parts for stream copy: each part read once, many parts per ffmpeg, in parallel.
+
+One ffmpeg start costs more than reading a small part (FIELD-NOTES: three per part
+made a 60-part track spend 5 s here), so parts are read in groups, one ffmpeg per
+group, groups side by side as far as free `--jobs` slots allow.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from fractions import Fraction
+from pathlib import Path
+from typing import TypeVar
+
+from ._copy_layout import PartProbe, parse_h264_headers, stream_blocker
+from .errors import CopyNotPossibleError
+from .media import (
+    FfmpegSlots,
+    H264Survey,
+    MediaInfo,
+    VideoStream,
+    file_arg,
+    run_ffmpeg,
+    survey_h264,
+)
+from .plan import TrackPlan
+
+__all__ = ["extract_argv", "probe_parts", "timescale_args"]
+
+GROUP = 32  # parts one ffmpeg reads at most, as `media.probe_many`
+T = TypeVar("T")
+
+
+def probe_parts(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, MediaInfo],
+                scratch: Path, ffmpeg: FfmpegSlots | None = None) -> dict[str, PartProbe]:
+    """Probes for `copy_layout`; packets and headers are read only when streams allow copy.
+
+    `ffmpeg`: the run's `--jobs` cap; the caller holds one of its slots, and groups
+    of parts are read side by side on slots free right now (one at a time without it).
+    """
+    probes = {part_id: PartProbe(path=parts[part_id], video=_video(infos[part_id], part_id))
+              for part_id in dict.fromkeys(track.parts)}
+    if stream_blocker([probe.video for probe in probes.values()]) is not None:
+        return probes
+    ids = list(probes)
+    # The concat demuxer pairs streams by index and ends a file at `outpoint` on any
+    # stream's packet: other streams would land in the video track or cut it short.
+    extracts = {part_id: scratch / f"part-{number}.mp4" for number, part_id in enumerate(ids)
+                if infos[part_id].streams > 1}
+    _spread([functools.partial(run_ffmpeg, extract_argv(
+        [(probes[part_id].path, probes[part_id].video, extracts[part_id]) for part_id in group]))
+        for group in _groups(list(extracts), ffmpeg)], ffmpeg)
+    sources = {part_id: (extracts[part_id], 0) if part_id in extracts
+               else (probes[part_id].path, probes[part_id].video.index) for part_id in ids}
+    groups = _groups(ids, ffmpeg)
+    surveyed = _spread([functools.partial(_survey_group, [sources[part_id] for part_id in group],
+                                          scratch / f"survey-{number}")
+                        for number, group in enumerate(groups)], ffmpeg)
+    found: dict[str, PartProbe] = {}
+    for group, surveys in zip(groups, surveyed, strict=True):
+        for part_id, survey in zip(group, surveys, strict=True):
+            packets = survey.packets
+            first_frame = float(min(packets.pts) * packets.time_base) if packets.pts \
+                else infos[part_id].start
+            found[part_id] = PartProbe(
+                path=sources[part_id][0], video=probes[part_id].video, packets=packets,
+                headers=parse_h264_headers(survey.first_access_unit),
+                parameter_sets=len(survey.parameter_sets),
+                start_moved=part_id not in extracts
+                and abs(first_frame - infos[part_id].start) > 1e-3)
+    return found
+
+
+def _video(info: MediaInfo, part_id: str) -> VideoStream:
+    if info.video is None:
+        raise CopyNotPossibleError(f"part {part_id} has no video stream")
+    return info.video
+
+
+def _survey_group(streams: Sequence[tuple[Path, int]], scratch: Path) -> list[H264Survey]:
+    scratch.mkdir()
+    return survey_h264(streams, scratch)
+
+
+def _groups(ids: Sequence[str], ffmpeg: FfmpegSlots | None) -> list[Sequence[str]]:
+    """`ids` in consecutive groups: one per slot when they are few, at most `GROUP` each."""
+    slots = ffmpeg.limit if ffmpeg else 1
+    size = min(GROUP, math.ceil(len(ids) / slots)) if ids else 1
+    return [ids[start:start + size] for start in range(0, len(ids), size)]
+
+
+def _spread(work: Sequence[Callable[[], T]], ffmpeg: FfmpegSlots | None) -> list[T]:
+    """Results of `work`, run side by side on as many spare `ffmpeg` slots as are free."""
+    if not work:
+        return []
+    with ffmpeg.spare(len(work) - 1) if ffmpeg else nullcontext(0) as extra:
+        if not extra:
+            return [job() for job in work]
+        with ThreadPoolExecutor(max_workers=extra + 1, thread_name_prefix="copy-probe") as pool:
+            return list(pool.map(lambda job: job(), work))
+
+
+def extract_argv(items: Sequence[tuple[Path, VideoStream, Path]]) -> list[str]:
+    """ffmpeg arguments (no binary) copying each (file, its video, extract)'s video alone
+    into an MP4 of the same time scale."""
+    args = ["-y"] + [arg for path, _, _ in items for arg in ("-i", file_arg(path))]
+    for index, (_, video, extract) in enumerate(items):
+        args += ["-map", f"{index}:{video.index}", "-c", "copy",
+                 *timescale_args(video.time_base), "-f", "mp4", file_arg(extract)]
+    return args
+
+
+def timescale_args(time_base: Fraction | None) -> list[str]:
+    """`-video_track_timescale` for an MP4 output keeping `time_base` (none when unknown)."""
+    return ["-video_track_timescale", str(time_base.denominator)] if time_base else []
