@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import web
 
+from assembler._http import parse_retry_after
 from assembler.download import (
     DownloadResults,
     DownloadSettings,
     PartDownload,
-    _retry_after,
     download_parts,
     fetch_document,
     is_retryable,
@@ -750,11 +750,11 @@ async def test_fetch_document_returns_the_body_and_caps_its_size(server: Server)
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     soon = format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True)
-    assert 8 <= (_retry_after(soon) or 0) <= 10
-    assert _retry_after("Wed, 01 Jan 2020 00:00:00 GMT") == 0
-    assert _retry_after("7") == 7
-    assert _retry_after("soon") is None
-    assert _retry_after(None) is None
+    assert 8 <= (parse_retry_after(soon) or 0) <= 10
+    assert parse_retry_after("Wed, 01 Jan 2020 00:00:00 GMT") == 0
+    assert parse_retry_after("7") == 7
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
 
 
 def test_settings_refuse_nonsense_and_say_what_is_wrong() -> None:
