@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import web
 
+from assembler._http import parse_retry_after
 from assembler.download import (
     DownloadResults,
     DownloadSettings,
     PartDownload,
-    _retry_after,
     download_parts,
     fetch_document,
     is_retryable,
@@ -517,6 +517,58 @@ async def test_cli_killed_mid_download_reruns_only_what_is_missing(server: Serve
         assert (after["Range"], after["If-Range"]) == (f"bytes={HALF}-", '"v1"')
 
 
+# A slow link: about 400 KB/s, 4 KiB every 10 ms, steadily (no pause a spill could wait for).
+SLOW_PART = _wav(4 << 20, 99)
+DRIP, DRIP_EVERY = 4096, 0.01
+
+
+@routes.get("/slow/{name}")
+async def slow_part(request: web.Request) -> web.StreamResponse:
+    """The first request drips until the client goes away; later ones are served whole."""
+    if _hit(request) > 1:
+        return await _serve(request, SLOW_PART)
+    resp = web.StreamResponse(headers={"ETag": '"v1"', "Content-Type": "audio/wav"})
+    resp.content_length = len(SLOW_PART)
+    await resp.prepare(request)
+    for offset in range(0, len(SLOW_PART), DRIP):
+        await resp.write(SLOW_PART[offset:offset + DRIP])
+        await asyncio.sleep(DRIP_EVERY)
+    return resp
+
+
+async def test_cli_killed_on_a_slow_link_resumes_with_range(server: Server,
+                                                            tmp_path: Path) -> None:
+    person = {"id": 1, "name": "Ada", "is_host": None, "platform": None, "extra_data": None,
+              "email": None}
+    manifest = tmp_path / "audio_parts.json"
+    manifest.write_text(json.dumps([
+        {"id": "slow", "participant": person, "duration": 1.0,
+         "start_timestamp": {"absolute": "2025-01-01T00:00:00Z", "relative": 0.0},
+         "download_url": server.url("/slow/slow.wav")}]))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "assembler", "run", "--download-only", "--quiet",
+               "--audio-parts", str(manifest), "--out", str(out)]
+    first = await asyncio.create_subprocess_exec(*command, cwd=Path(__file__).parents[1])
+    try:
+        # 2.5 s of dripping, counted from the request so that a slow start-up cannot eat it.
+        await _until(lambda: server.seen.hits["/slow/slow.wav"] == 1, "the first request")
+        await asyncio.sleep(2.5)
+    finally:
+        first.kill()  # SIGKILL: nothing of the client's own runs after this
+        await first.wait()
+    assert first.returncode == -signal.SIGKILL
+    kept = _size(out / "parts" / "slow.wav.part") or 0
+
+    second = await asyncio.create_subprocess_exec(*command, cwd=Path(__file__).parents[1],
+                                                  stderr=subprocess.PIPE)
+    _, errors = await asyncio.wait_for(second.communicate(), 120)
+    assert second.returncode == 0, errors.decode()
+    assert (out / "parts" / "slow.wav").read_bytes() == SLOW_PART
+    resumed = server.seen.headers["/slow/slow.wav"][1]
+    assert (resumed["Range"], resumed["If-Range"]) == (f"bytes={kept}-", '"v1"')
+    assert 0 < kept < len(SLOW_PART)
+
+
 async def test_whole_part_file_left_before_the_rename_is_finished_by_a_416(
         server: Server, tmp_path: Path) -> None:
     parts = tmp_path / "parts"
@@ -750,11 +802,11 @@ async def test_fetch_document_returns_the_body_and_caps_its_size(server: Server)
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     soon = format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True)
-    assert 8 <= (_retry_after(soon) or 0) <= 10
-    assert _retry_after("Wed, 01 Jan 2020 00:00:00 GMT") == 0
-    assert _retry_after("7") == 7
-    assert _retry_after("soon") is None
-    assert _retry_after(None) is None
+    assert 8 <= (parse_retry_after(soon) or 0) <= 10
+    assert parse_retry_after("Wed, 01 Jan 2020 00:00:00 GMT") == 0
+    assert parse_retry_after("7") == 7
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
 
 
 def test_settings_refuse_nonsense_and_say_what_is_wrong() -> None:
