@@ -73,6 +73,9 @@ def _http_url(value: str) -> str:
 
 
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# A time on the recording's clock: the API documents speaker turns, events, words and
+# parts before the recording start with negative times. Outputs clip them at 0.
+RecordingTime = Annotated[float, Field(allow_inf_nan=False)]
 IsoDateTime = Annotated[str | None, AfterValidator(_iso8601)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
@@ -91,7 +94,7 @@ class Participant(_Model):
 
 
 class Timestamp(_Model):
-    relative: Seconds
+    relative: RecordingTime
     absolute: IsoDateTime = None
 
 

@@ -14,8 +14,9 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -26,7 +27,7 @@ from .errors import FFmpegError, FFmpegNotFoundError, MediaError
 
 __all__ = ["AudioStream", "FfmpegSlots", "H264Survey", "MediaInfo", "PacketTrace",
            "VideoStream", "ffmpeg_binary", "file_arg", "probe", "probe_many", "read_packets",
-           "run_ffmpeg", "survey_h264"]
+           "run_ffmpeg", "scan_packets", "survey_h264"]
 
 log = logging.getLogger(__name__)
 
@@ -184,14 +185,26 @@ def _run(args: list[str], *, check: bool) -> tuple[bytes, str]:
     return stdout, stderr
 
 
-# ffmpeg's closing words when anything failed; the line before them says what.
-_GENERIC_ENDINGS = ("Conversion failed!",)
+# Lines that follow from a failure without saying what it was: ffmpeg's closing words,
+# its threads winding down, an encoder that never opened.
+_CONSEQUENCES = ("Conversion failed!", "Nothing was written into output file",
+                 "Terminating thread with return code", "Task finished with error code",
+                 "Could not open encoder before EOF", "Error sending frames to consumers",
+                 "Error while opening encoder", "Error initializing output stream",
+                 "Error while filtering", "Error while processing the decoded data",
+                 "Error marking filters as finished", "Exiting normally")
+_PROGRESS = re.compile(r"^(?:size=|frame=)|\btime=\S+ .*\bspeed=")
+_ADDRESS = re.compile(r" @ 0x[0-9a-f]+\]")
 
 
 def _last_line(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines()
-             if line.strip() and line.strip() not in _GENERIC_ENDINGS]
-    return lines[-1] if lines else "no output"
+    """The last line of `stderr` that says why ffmpeg failed: no progress, no aftermath."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    for line in reversed(lines):
+        if line and not _PROGRESS.search(line) and not any(
+                phrase in line for phrase in _CONSEQUENCES):
+            return _ADDRESS.sub("]", line)
+    return "no output"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +212,20 @@ class AudioStream:
     codec: str
     sample_rate: int
     channels: int
+    profile: str | None = None  # e.g. "LC" for AAC-LC
+    index: int = 0  # the stream's index in its file
+    # From the stream's packets (None: not scanned). `end`: seconds from the file's
+    # start (which plays at the slot start) to the stream's last packet end.
+    packets: int | None = None
+    end: float | None = None
+    # Encoder delay, in samples at `sample_rate`, that the decoder outputs because the
+    # container does not state it (raw ADTS, MP3 without a LAME tag): 0 when stated.
+    priming: int = 0
+
+    @property
+    def length(self) -> float | None:
+        """Seconds of media the stream places from the file's start, priming left out."""
+        return None if self.end is None else max(0.0, self.end - self.priming / self.sample_rate)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,6 +240,12 @@ class VideoStream:
     time_base: Fraction | None
     index: int = 0  # the stream's index in its file
     rotation: int = 0  # degrees a player turns the picture (display matrix): 0, 90, 180, 270
+    packets: int | None = None  # as in AudioStream
+    end: float | None = None
+
+    @property
+    def length(self) -> float | None:
+        return self.end
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -247,6 +280,9 @@ class MediaInfo:
     audio: AudioStream | None
     video: VideoStream | None
     streams: int = 0  # every stream in the file, of any kind
+    # A container whose header ends before any packet (a track that never flowed): ffmpeg
+    # cannot open it, its streams are unknown, and it is media of length 0.
+    header_only: bool = False
 
 
 _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "quad": 4,
@@ -278,7 +314,9 @@ def probe_many(paths: Sequence[Path], group: int = 32) -> dict[Path, MediaInfo |
     """Probe many files with one ffmpeg per `group` of them: each start costs more than a probe.
 
     ffmpeg describes its inputs one by one and stops at the first it cannot
-    open; that one gets its error and the rest are probed again.
+    open; that one gets its error and the rest are probed again. A second ffmpeg
+    per group then reads every packet of each file's audio and video stream (no
+    decoding) to measure the media itself: see `scan_packets`.
     """
     results: dict[Path, MediaInfo | MediaError] = {}
     pending = list(paths)
@@ -288,16 +326,36 @@ def probe_many(paths: Sequence[Path], group: int = 32) -> dict[Path, MediaInfo |
                             check=False)
         sections = _INPUT.split(stderr)[1:]  # (index, format, text) for each described input
         described = len(sections) // 3
-        for index in range(described):
-            results[batch[index]] = _media_info(sections[3 * index + 1],
-                                                sections[3 * index + 2])
+        infos = {batch[index]: _media_info(sections[3 * index + 1], sections[3 * index + 2])
+                 for index in range(described)}
+        results.update(scan_packets(infos))
         if described < len(batch):
             failed = batch[described]
-            results[failed] = MediaError(f"{failed.name}: not readable media "
-                                         f"({_last_line(stderr)})")
+            results[failed] = _unopened(failed, _last_line(stderr))
             described += 1
         pending = pending[described:]
     return results
+
+
+# How the containers that write a header before any packet begin.
+_SIGNATURES = (b"\x1a\x45\xdf\xa3", b"OggS", b"RIFF", b"fLaC", b"FLV")
+
+
+def _unopened(path: Path, why: str) -> MediaInfo | MediaError:
+    """A file ffmpeg could not open: a header with no packets after it, or not media.
+
+    ffmpeg reaches the end of a header-only Matroska/WebM or Ogg file while still
+    opening it ("End of file"); garbage fails as "Invalid data".
+    """
+    try:
+        with path.open("rb") as media:
+            head = media.read(4)
+    except OSError:
+        head = b""
+    if why.endswith("End of file") and head.startswith(_SIGNATURES):
+        return MediaInfo(format="unknown", duration=0.0, start=0.0, audio=None, video=None,
+                         header_only=True)
+    return MediaError(f"{path.name}: not readable media ({why})")
 
 
 def _media_info(container: str, text: str) -> MediaInfo:
@@ -307,7 +365,7 @@ def _media_info(container: str, text: str) -> MediaInfo:
     for number, stream in enumerate(streams):
         index, kind, description = stream.groups()
         if kind == "Audio" and audio is None:
-            audio = _audio_stream(description)
+            audio = replace(_audio_stream(description), index=int(index))
         elif kind == "Video" and video is None and "attached pic" not in description:
             # The lines under a stream's own (metadata, side data) run to the next stream.
             end = streams[number + 1].start() if number + 1 < len(streams) else len(text)
@@ -337,6 +395,7 @@ def _audio_stream(description: str) -> AudioStream:
         counted = re.match(r"(\d+) channels", name)
         channels = int(counted.group(1)) if counted else _LAYOUT_CHANNELS.get(name, 2)
     return AudioStream(codec=codec.group(1) if codec else "unknown",
+                       profile=codec.group(2) if codec else None,
                        sample_rate=int(rate.group(1)) if rate else 48000,
                        channels=channels)
 
@@ -366,6 +425,88 @@ def _video_stream(description: str, index: int) -> VideoStream:
         time_base=1 / rates["tbn"] if rates.get("tbn") else None,
         index=index,
     )
+
+
+# Encoder delay a decoder outputs unless the container states it (an MP4 edit list, a
+# LAME tag, Matroska's CodecDelay: the demuxer then marks the first packet with skip
+# samples), in samples at the codec's rate: AAC-LC primes 1024; MP3 has LAME's 576
+# plus the decoder's 529. HE-AAC (its SBR delay differs by decoder) is not assumed.
+USUAL_PRIMING = {"aac": 1024, "mp3": 1105}
+
+
+def usual_priming(audio: AudioStream) -> int:
+    """The codec's usual encoder delay in samples, for a container that does not state it."""
+    if audio.codec == "aac" and audio.profile != "LC":
+        return 0
+    return USUAL_PRIMING.get(audio.codec, 0)
+# framecrc side data: "S=1, Skip Samples, 10, 0x..." (ffmpeg 7+) or "S=1, 10, 0x..." (5.1,
+# where skip samples are the only 10-byte side data an audio demuxer adds).
+_SIDE_DATA = re.compile(r"(?:([A-Za-z][A-Za-z ]*),\s*)?(\d+),\s*0x[0-9a-f]+")
+
+
+def scan_packets(infos: Mapping[Path, MediaInfo]) -> dict[Path, MediaInfo]:
+    """`infos` with each audio and video stream's packets counted and its end measured.
+
+    One ffmpeg copies every packet of those streams (no decoding) into framecrc text.
+    The end counts from the file's start, as ffmpeg places the file: a container's
+    own duration may count from 0 or from a stream's first timestamp, and may be a
+    guess from the bit rate (raw ADTS). A first audio packet without skip samples
+    means the container does not state the codec's delay: `priming` then assumes
+    `USUAL_PRIMING`. A file ffmpeg cannot copy keeps its streams unscanned.
+    """
+    scanned = dict(infos)
+    readable = {path: info for path, info in infos.items() if info.audio or info.video}
+    if not readable:
+        return scanned
+    with tempfile.TemporaryDirectory(prefix="assembler-scan-") as scratch:
+        args = [arg for path in readable for arg in ("-i", file_arg(path))]
+        for number, info in enumerate(readable.values()):
+            args += [arg for stream in (info.audio, info.video) if stream
+                     for arg in ("-map", f"{number}:{stream.index}")]
+            args += ["-c", "copy", "-f", "framecrc", file_arg(Path(scratch) / f"{number}.crc")]
+        run_ffmpeg(args, check=False)
+        for number, (path, info) in enumerate(readable.items()):
+            try:
+                text = (Path(scratch) / f"{number}.crc").read_text("ascii", "replace")
+            except OSError:
+                continue
+            scanned[path] = _with_packets(info, text)
+    return scanned
+
+
+_CRC_LINE = re.compile(r"^(\d+),\s*-?\d+,\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-f]+(.*)$", re.M)
+_CRC_TIME_BASE = re.compile(r"^#tb (\d+): (\d+)/(\d+)", re.M)
+_NO_PTS = -(2**63)
+
+
+def _with_packets(info: MediaInfo, text: str) -> MediaInfo:
+    """`info` with what the framecrc `text` of its audio (then video) stream shows."""
+    bases = {int(m[1]): Fraction(int(m[2]), int(m[3])) for m in _CRC_TIME_BASE.finditer(text)}
+    ends: dict[int, Fraction] = {}
+    counts: dict[int, int] = {}
+    first: dict[int, str] = {}
+    for line in _CRC_LINE.finditer(text):
+        stream, pts, duration = int(line[1]), int(line[2]), int(line[3])
+        counts[stream] = counts.get(stream, 0) + 1
+        first.setdefault(stream, line[4])
+        if pts != _NO_PTS and stream in bases:
+            end = (pts + max(duration, 0)) * bases[stream]
+            ends[stream] = max(ends.get(stream, end), end)
+    audio, video = info.audio, info.video
+    if audio is not None:
+        stated = any(name == "Skip Samples" or (not name and size == "10")
+                     for name, size in _SIDE_DATA.findall(first.get(0, "").partition("S=")[2]))
+        audio = replace(audio, packets=counts.get(0, 0), end=_seconds(ends.get(0)),
+                        priming=0 if stated or 0 not in counts
+                        else usual_priming(audio))
+    if video is not None:
+        number = 1 if audio is not None else 0
+        video = replace(video, packets=counts.get(number, 0), end=_seconds(ends.get(number)))
+    return replace(info, audio=audio, video=video)
+
+
+def _seconds(time: Fraction | None) -> float | None:
+    return None if time is None else float(time)
 
 
 # framecrc lines: stream, dts, pts, duration, size, crc[, F=flags][, side data]. The

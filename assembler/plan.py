@@ -7,7 +7,8 @@ so the segments of a track add up to exactly its length and never drift.
 
 Rules:
 - a part's declared slot is the truth: the track plays the part's media from
-  its first sample/frame for exactly the slot's length;
+  its first sample/frame for exactly the slot's length; a slot that starts
+  before 0 is cut at 0 and plays its media from that far in (a warning says so);
 - where two parts of one track overlap, the later start wins and the earlier
   part is cut where the later one starts (a warning says so);
 - the timeline runs from 0 to `duration` (default: the latest part end over
@@ -82,6 +83,7 @@ class Segment:
     start: int
     length: int
     part_id: str | None = None  # None: a gap of silence or black
+    offset: int = 0  # units of the part's media skipped: its slot started before 0
 
     @property
     def end(self) -> int:
@@ -163,18 +165,21 @@ def place(slots: Sequence[Slot], length: int, rate: Fraction) -> tuple[Segment, 
     """Segments covering `[0, length)`: each slot at its rounded start, gaps between.
 
     Slots must not overlap (see `resolve_overlaps`); a slot that rounds to zero
-    units or starts at or past the end is left out.
+    units or starts at or past the end is left out. A slot that starts before 0
+    is cut at 0: its segment's `offset` skips that much of its media.
     """
     segments: list[Segment] = []
     cursor = 0
     for slot in slots:
-        start = min(to_units(slot.start, rate), length)
+        declared = to_units(slot.start, rate)
+        start = min(max(declared, 0), length)
         end = min(to_units(slot.end, rate), length)
         if end <= start:
             continue
         if start > cursor:
             segments.append(Segment(start=cursor, length=start - cursor))
-        segments.append(Segment(start=start, length=end - start, part_id=slot.part_id))
+        segments.append(Segment(start=start, length=end - start, part_id=slot.part_id,
+                                offset=start - declared))
         cursor = end
     if cursor < length:
         segments.append(Segment(start=cursor, length=length - cursor))
@@ -270,16 +275,18 @@ def make_plan(
     kinds: list[tuple[AudioPart | VideoPart, Kind]] = [
         *((part, "audio") for part in documents.audio_parts),
         *((part, part.type) for part in documents.video_parts)]
+    warnings: list[PlanWarning] = []
     for part, kind in kinds:
         start = seconds(part.start)
         slot = Slot(part_id=part.id, start=start, end=start + seconds(part.duration))
+        if start < 0:
+            warnings.append(_before_start(slot))
         slots_by_track.setdefault((part.participant.id, kind), []).append(slot)
         if names.get(part.participant.id) is None:
             names[part.participant.id] = part.participant.name
     latest_end = max((slot.end for slots in slots_by_track.values() for slot in slots),
                      default=Fraction(0))
     timeline = seconds(duration) if duration is not None else latest_end
-    warnings: list[PlanWarning] = []
     people: list[ParticipantPlan] = []
     for participant_id in sorted({key[0] for key in slots_by_track}):
         directory = participant_dir(participant_id, names.get(participant_id))
@@ -292,8 +299,9 @@ def make_plan(
             rate = Fraction(AUDIO_RATE) if kind == "audio" else fps
             length = to_units(timeline, rate)
             segments = place(slots, length, rate)
+            warnings.extend(_too_short(slots, segments, rate, kind))
             if not any(segment.part_id for segment in segments):
-                continue  # every part was left out (warned above): nothing to show
+                continue  # every part was left out (warned): nothing to show
             filename = f"audio.{audio_format}" if kind == "audio" else f"{kind}.mp4"
             tracks.append(TrackPlan(
                 participant_id=participant_id, kind=kind, path=f"{directory}/{filename}",
@@ -304,6 +312,26 @@ def make_plan(
                                       dir=directory, tracks=tuple(tracks)))
     return Plan(duration=timeline, participants=tuple(people), warnings=tuple(warnings),
                 part_files=dict(part_files or {}), start=recording_start(documents))
+
+
+def _before_start(slot: Slot) -> PlanWarning:
+    if slot.end <= 0:
+        return PlanWarning(part_id=slot.part_id, message=(
+            f"ends at {float(slot.end):g} s, before the recording start; left out"))
+    return PlanWarning(part_id=slot.part_id, message=(
+        f"starts at {float(slot.start):g} s, before the recording start; cut at 0 "
+        f"(its media from {float(-slot.start):g} s)"))
+
+
+def _too_short(slots: Sequence[Slot], segments: Sequence[Segment], rate: Fraction,
+               kind: Kind) -> list[PlanWarning]:
+    """A warning for each slot (within the timeline) that is shorter than one unit."""
+    placed = {segment.part_id for segment in segments}
+    unit = "sample" if kind == "audio" else "frame"
+    return [PlanWarning(part_id=slot.part_id, message=(
+                f"its {float(slot.end - max(slot.start, Fraction(0))):g} s in the timeline "
+                f"are less than one {unit} at {rate} per second; left out"))
+            for slot in slots if slot.part_id not in placed and slot.end > 0]
 
 
 def split(track: TrackPlan, max_parts: int) -> tuple[TrackPlan, ...]:

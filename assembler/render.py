@@ -38,13 +38,21 @@ Strategy = Literal["encode", "copy"]
 
 # Output codec settings per audio format (plan.AUDIO_FORMATS names them): (muxer, options).
 AUDIO_CODECS: dict[str, tuple[str, dict[str, Any]]] = {
-    "flac": ("flac", {"acodec": "flac", "sample_fmt": "s16"}),
+    # A fixed frame size: the encoder takes its block size from the first frame
+    # otherwise, and refuses one under 16 samples (a track that short).
+    "flac": ("flac", {"acodec": "flac", "sample_fmt": "s16", "frame_size": 4096}),
     "wav": ("wav", {"acodec": "pcm_s16le"}),
     "opus": ("ogg", {"acodec": "libopus", "b:a": "128k"}),
     "m4a": ("ipod", {"acodec": "aac", "b:a": "192k", "movflags": "+faststart"}),
     "mp3": ("mp3", {"acodec": "libmp3lame", "b:a": "192k"}),
 }
+EMPTY_TRACK_SIZE = (640, 360)
 LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+# Channels an output format holds at most (8 where not listed: FLAC's limit and the widest
+# layout above); a wider part is downmixed, with a warning. libmp3lame: mono or stereo.
+MAX_CHANNELS = {"mp3": 2}
+# Layouts an encoder wants instead: libopus takes 3 channels only as L C R (Vorbis order).
+FORMAT_LAYOUTS = {"opus": {3: "3.0"}}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +98,7 @@ class _Placed:
     lead: int  # gap before the part: only the track's first part has one
     length: int
     tail: int  # gap after the part, up to the next part or the track's end
+    offset: int = 0  # units of the part's media skipped (its slot started before 0)
 
 
 def _placements(track: TrackPlan) -> list[_Placed]:
@@ -99,7 +108,8 @@ def _placements(track: TrackPlan) -> list[_Placed]:
     lead = 0
     for segment in track.segments:
         if segment.part_id is not None:
-            placed.append(_Placed(segment.part_id, 0 if placed else lead, segment.length, 0))
+            placed.append(_Placed(segment.part_id, 0 if placed else lead, segment.length, 0,
+                                  segment.offset))
         elif placed:
             placed[-1] = replace(placed[-1], tail=segment.length)
         else:
@@ -107,23 +117,55 @@ def _placements(track: TrackPlan) -> list[_Placed]:
     return placed
 
 
-def audio_channels(probes: Mapping[str, MediaInfo]) -> int:
-    """The track's channel count: the widest among its parts."""
-    return max((info.audio.channels for info in probes.values() if info.audio), default=1)
+def audio_channels(probes: Mapping[str, MediaInfo], audio_format: str) -> int:
+    """The track's channel count: the widest among its parts that `audio_format` holds."""
+    widest = max((info.audio.channels for info in probes.values() if info.audio), default=1)
+    return min(widest, MAX_CHANNELS.get(audio_format, len(LAYOUTS)))
 
 
-def _audio_graph(track: TrackPlan, parts: Mapping[str, Path], channels: int) -> Any:
+def channel_layout(channels: int, audio_format: str) -> str:
+    """The ffmpeg layout name a track of `channels` is encoded with in `audio_format`."""
+    return FORMAT_LAYOUTS.get(audio_format, {}).get(channels) or LAYOUTS[channels]
+
+
+def is_empty(info: MediaInfo, kind: str) -> bool:
+    """True when a part has no packets for a track of `kind`: its slot is silence or black."""
+    stream = info.audio if kind == "audio" else info.video
+    return info.header_only or (stream is not None and stream.packets == 0)
+
+
+def _audio_input(path: Path, info: MediaInfo, layout: str) -> Any:
+    """A part's audio stream; silence for a part without packets (the slot cuts it)."""
+    audio = info.audio
+    if audio is None or is_empty(info, "audio"):
+        return ffmpeg.input(f"anullsrc=r={AUDIO_RATE}:cl={layout}", f="lavfi").audio
+    if not audio.priming:
+        return ffmpeg.input(file_arg(path)).audio
+    # The container does not state the codec's delay: the decoder's first `priming`
+    # samples are the encoder's, so the media starts that much before the file's 0
+    # (aresample's first_pts then drops them).
+    return ffmpeg.input(file_arg(path), itsoffset=f"{-audio.priming / audio.sample_rate:.6f}").audio
+
+
+def _audio_graph(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
+                 layout: str) -> Any:
     """The track's audio, exactly `track.length` samples: parts placed, silence between."""
-    layout = LAYOUTS.get(channels, "stereo")
     pieces = []
     for placed in _placements(track):
-        stream = (ffmpeg.input(file_arg(parts[placed.part_id])).audio
+        stream = (_audio_input(parts[placed.part_id], probes[placed.part_id], layout)
                   # Timestamps are the truth inside a part too: a gap in them (packets lost,
                   # a mute) becomes silence, and audio that starts late in its file starts
-                  # late in its slot. Drift under 0.1 s is absorbed, not padded.
-                  .filter("aresample", AUDIO_RATE, first_pts=0, **{"async": 1})
+                  # late in its slot. Any difference over 1 ms is filled or dropped at once
+                  # (the default, 0.1 s, let WebRTC's 20-60 ms holes pull the rest early);
+                  # millisecond timestamps (WebM) jitter by 0.5 ms at most.
+                  .filter("aresample", AUDIO_RATE, first_pts=0, min_comp=0.001,
+                          min_hard_comp=0.001)
                   .filter("aformat", sample_fmts="fltp", sample_rates=AUDIO_RATE,
-                          channel_layouts=layout)
+                          channel_layouts=layout))
+        if placed.offset:  # the slot started before the recording: play from that far in
+            stream = (stream.filter("atrim", start_sample=placed.offset)
+                      .filter("asetpts", "PTS-STARTPTS"))
+        stream = (stream
                   # The slot is the truth: pad short media, then cut at the slot's end.
                   .filter("apad", whole_len=placed.length)
                   .filter("atrim", end_sample=placed.length))
@@ -137,18 +179,18 @@ def _audio_graph(track: TrackPlan, parts: Mapping[str, Path], channels: int) -> 
     return ffmpeg.concat(*pieces, v=0, a=1).filter("asetnsamples", n=4096, p=0)
 
 
-def audio_argv(track: TrackPlan, parts: Mapping[str, Path], channels: int, output: Path,
-               audio_format: str) -> list[str]:
+def audio_argv(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
+               layout: str, output: Path, audio_format: str) -> list[str]:
     """ffmpeg arguments (no binary) rendering an audio track exactly `track.length` samples."""
     muxer, codec = AUDIO_CODECS[audio_format]
-    return _compile(_audio_graph(track, parts, channels).output(
+    return _compile(_audio_graph(track, parts, probes, layout).output(
         file_arg(output), f=muxer, ar=AUDIO_RATE, **codec))
 
 
-def audio_piece_argv(piece: TrackPlan, parts: Mapping[str, Path], channels: int,
-                     output: Path) -> list[str]:
+def audio_piece_argv(piece: TrackPlan, parts: Mapping[str, Path],
+                     probes: Mapping[str, MediaInfo], layout: str, output: Path) -> list[str]:
     """A piece of a long audio track as float PCM: joining pieces loses nothing."""
-    return _compile(_audio_graph(piece, parts, channels).output(
+    return _compile(_audio_graph(piece, parts, probes, layout).output(
         file_arg(output), f="wav", acodec="pcm_f32le", ar=AUDIO_RATE))
 
 
@@ -165,22 +207,29 @@ def video_size(probes: Mapping[str, MediaInfo]) -> tuple[int, int]:
     As shown: a portrait phone's part is portrait, non-square pixels are made square.
     """
     sizes = [info.video.display_size for info in probes.values() if info.video]
-    if not sizes:
-        raise MediaError("no part of this track has a video stream")
-    width, height = max(sizes, key=lambda size: size[0] * size[1])
+    # Parts that are all header-only show no size: their black is the usual webcam size.
+    width, height = max(sizes or [EMPTY_TRACK_SIZE], key=lambda size: size[0] * size[1])
     return width + width % 2, height + height % 2
 
 
-def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path], size: tuple[int, int],
-                      output: Path, *, preset: str, crf: int) -> list[str]:
+def _video_input(path: Path, info: MediaInfo, size: tuple[int, int], rate: str) -> Any:
+    """A part's video stream; black for a part without packets (the slot cuts it)."""
+    if is_empty(info, "video"):
+        return ffmpeg.input(f"color=c=black:s={size[0]}x{size[1]}:r={rate}", f="lavfi").video
+    # A part may change resolution midway (WebRTC adapts to bandwidth); rebuilding the
+    # whole graph then would restart every trim and concat: let `scale` absorb it.
+    return ffmpeg.input(file_arg(path), reinit_filter=0).video
+
+
+def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path],
+                      probes: Mapping[str, MediaInfo], size: tuple[int, int], output: Path, *,
+                      preset: str, crf: int) -> list[str]:
     """ffmpeg arguments (no binary) encoding a constant-frame-rate H.264 track."""
     width, height = size
     rate = _rate_text(track.rate)
     pieces = []
     for placed in _placements(track):
-        # A part may change resolution midway (WebRTC adapts to bandwidth); rebuilding the
-        # whole graph then would restart every trim and concat: let `scale` absorb it.
-        stream = (ffmpeg.input(file_arg(parts[placed.part_id]), reinit_filter=0).video
+        stream = (_video_input(parts[placed.part_id], probes[placed.part_id], size, rate)
                   # Timestamps from the part's first frame, then a constant rate.
                   .filter("setpts", "PTS-STARTPTS")
                   .filter("fps", fps=rate)
@@ -191,7 +240,11 @@ def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path], size: tuple[i
                   .filter("scale", width, height, force_original_aspect_ratio="decrease")
                   .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2", color="black")
                   .filter("setsar", 1)
-                  .filter("format", "yuv420p")
+                  .filter("format", "yuv420p"))
+        if placed.offset:  # the slot started before the recording: play from that far in
+            stream = (stream.filter("trim", start_frame=placed.offset)
+                      .filter("setpts", "PTS-STARTPTS"))
+        stream = (stream
                   # The slot is the truth: hold black after short media, cut at the slot end.
                   .filter("tpad", stop=-1, color="black")
                   .filter("trim", end_frame=placed.length))
@@ -229,7 +282,7 @@ def _compile(stream: Any) -> list[str]:
 def _check_streams(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> None:
     needed = "audio" if track.kind == "audio" else "video"
     for part_id in track.parts:
-        if getattr(probes[part_id], needed) is None:
+        if getattr(probes[part_id], needed) is None and not probes[part_id].header_only:
             raise MediaError(f"part {part_id} has no {needed} stream", part_id=part_id)
 
 
@@ -238,21 +291,56 @@ def _check_streams(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> None:
 _LENGTH_TOLERANCE = 0.025
 
 
-def _length_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo]
-                     ) -> tuple[tuple[str, str], ...]:
-    """A warning for each part whose media is clearly shorter (padded) or longer (cut)."""
+def _media_length(info: MediaInfo, kind: str) -> float | None:
+    """Seconds the part's stream fills from its slot start, as measured from its packets."""
+    stream = info.audio if kind == "audio" else info.video
+    return stream.length if stream else None
+
+
+def _audio_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo], audio_format: str
+                    ) -> list[tuple[str, str]]:
+    """What the track changes in a part's audio: channels folded, a delay assumed."""
+    channels = audio_channels(probes, audio_format)
+    warnings = []
+    for part_id in dict.fromkeys(track.parts):
+        audio = probes[part_id].audio
+        if audio is None:
+            continue
+        if audio.channels > channels:
+            warnings.append((part_id, f"{audio.channels} channels downmixed to "
+                                      f"{LAYOUTS[channels]}: {audio_format} tracks hold at most "
+                                      f"{channels}"))
+        if audio.priming:
+            warnings.append((part_id, f"the container does not state the {audio.codec} encoder "
+                                      f"delay; assumed the usual {audio.priming} samples"))
+    return warnings
+
+
+def _part_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo], audio_format: str
+                   ) -> tuple[tuple[str, str], ...]:
+    """A warning for each part whose media is clearly shorter (padded) or longer (cut),
+    or has nothing in it (its slot is silence or black)."""
     tolerance = max(_LENGTH_TOLERANCE, 1 / float(track.rate))
+    filler = "silence" if track.kind == "audio" else "black"
     warnings = []
     for segment in track.segments:
-        media = probes[segment.part_id].duration if segment.part_id else None
-        if segment.part_id is None or media is None:
+        if segment.part_id is None:
             continue
+        info = probes[segment.part_id]
         slot = track.seconds(segment.length)
-        if abs(media - slot) > tolerance:
+        if is_empty(info, track.kind):
+            what = "a header without packets" if info.header_only else "no packets"
+            warnings.append((segment.part_id, f"media has {what}; its {slot:.3f} s slot is "
+                                              f"{filler}"))
+            continue
+        media = _media_length(info, track.kind)
+        if media is not None and abs(media - slot) > tolerance:
             verdict = "shorter" if media < slot else "longer"
             action = "padded" if media < slot else "cut"
             warnings.append((segment.part_id, f"media is {media:.3f} s, {verdict} than its "
                                               f"{slot:.3f} s slot; {action}"))
+    if track.kind == "audio":
+        warnings.extend(_audio_warnings(track, probes, audio_format))
     return tuple(warnings)
 
 
@@ -272,7 +360,7 @@ def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
         raise RenderError(f"cannot create {output.parent}: {exc.strerror or exc}") from exc
     probes = {part_id: probes[part_id] for part_id in track.parts}  # this track's parts only
     _check_streams(track, probes)
-    warnings = _length_warnings(track, probes)
+    warnings = _part_warnings(track, probes, settings.audio_format)
     try:
         clear_leftovers(output)
         temporary = temporary_name(output)
@@ -295,8 +383,10 @@ def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str,
     if track.kind == "audio":
         _encode_audio(track, parts, probes, output, settings)
         return RenderedTrack(track=track, path=output, strategy="encode")
-    reason = None
-    if settings.video_strategy != "encode":
+    reason = _copy_refusal(track, probes) if settings.video_strategy != "encode" else None
+    if reason is not None and settings.video_strategy == "copy":
+        raise CopyNotPossibleError(f"cannot copy {track.path}: {reason}")
+    if reason is None and settings.video_strategy != "encode":
         try:
             copied = copy_track(track, parts, probes, output, preset=settings.x264_preset,
                                 ffmpeg=ffmpeg)
@@ -314,16 +404,28 @@ def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str,
     return RenderedTrack(track=track, path=output, strategy="encode", reason=reason)
 
 
+def _copy_refusal(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> str | None:
+    """Why the track's parts need encoding whatever they hold, or None."""
+    for segment in track.segments:
+        if segment.part_id is None:
+            continue
+        if is_empty(probes[segment.part_id], track.kind):
+            return f"part {segment.part_id} has no frames: its slot is black"
+        if segment.offset:
+            return f"part {segment.part_id} starts before the recording: cut at 0"
+    return None
+
+
 def _encode_audio(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
                   output: Path, settings: RenderSettings) -> None:
-    channels = audio_channels(probes)
+    layout = channel_layout(audio_channels(probes, settings.audio_format), settings.audio_format)
     pieces = split(track, settings.max_audio_parts)
     if len(pieces) == 1:
-        run_ffmpeg(audio_argv(track, parts, channels, output, settings.audio_format))
+        run_ffmpeg(audio_argv(track, parts, probes, layout, output, settings.audio_format))
         return
     with _scratch(output) as scratch:
         listing = _render_pieces(pieces, scratch, ".wav", lambda piece, path: audio_piece_argv(
-            piece, parts, channels, path))
+            piece, parts, probes, layout, path))
         run_ffmpeg(audio_join_argv(listing, output, settings.audio_format))
 
 
@@ -332,8 +434,8 @@ def _encode_video(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[s
     size = video_size(probes)
 
     def argv(piece: TrackPlan, path: Path) -> list[str]:
-        return video_encode_argv(piece, parts, size, path, preset=settings.x264_preset,
-                                 crf=settings.crf)
+        return video_encode_argv(piece, parts, probes, size, path,
+                                 preset=settings.x264_preset, crf=settings.crf)
 
     pieces = split(track, settings.max_video_parts)
     if len(pieces) == 1:

@@ -75,8 +75,6 @@ CASES: list[tuple[str, Breakage, str]] = [
     ("missing", _delete(1, "download_url"), "[1].download_url: required"),
     ("missing-start", _delete(0, "start_timestamp"), "[0].start_timestamp: required"),
     ("negative", _set((3, "duration"), -1), "[3].duration: must be >= 0"),
-    ("negative-start", _set((2, "start_timestamp", "relative"), -0.5),
-     "[2].start_timestamp.relative: must be >= 0"),
     ("file-url", _set((1, "download_url"), "file:///etc/passwd"),
      "[1].download_url: must be an http(s) URL"),
     ("ftp-url", _set((0, "download_url"), "ftp://host/x.m4a?X-Amz-Signature=zz"),
@@ -220,8 +218,17 @@ PERSON = {"id": 1, "name": None}
                                 "source_audio": {"type": "mixed", "offset": 0.5},
                                 "type": "webhook", "data": {"payload": {}}}]}, None),
     (PROVIDER_DATA, [], "top level: must be an object"),
+    # Before the recording start: the API documents these with negative relative times.
+    (SPEAKER_TIMELINE, [{"participant": PERSON, "start_timestamp": {"relative": -1.2},
+                         "end_timestamp": STAMP}], None),
+    (PARTICIPANT_EVENTS, [{"id": "e", "action": "join", "participant": PERSON,
+                           "timestamp": {"relative": -5.0, "absolute": None}}], None),
+    (TRANSCRIPT, [{"participant": PERSON, "words": [
+        {"text": "hi", "start_timestamp": {"relative": -0.4, "absolute": None},
+         "end_timestamp": {"relative": -0.1, "absolute": None}}]}], None),
 ], ids=["event-action", "event-chat", "speaker-inf", "transcript-async", "transcript-words",
-        "provider-ok", "provider-top"])
+        "provider-ok", "provider-top", "speaker-before-start", "join-before-start",
+        "word-before-start"])
 def test_other_documents_are_validated(adapter: Any, document: Any,
                                        expected: str | None) -> None:
     from assembler.errors import ManifestError
