@@ -48,6 +48,7 @@ __all__ = [
     "entries",
     "gop_frames",
     "keyframe_cut",
+    "last_frame",
     "lead",
     "parse_h264_headers",
     "part_entry",
@@ -103,6 +104,7 @@ class Entry:
     outpoint: Fraction | None = None  # seconds in the file: the dts of the first packet left out
     lead: Fraction = Fraction(0)  # seconds its first dts comes before its start on the track
     tail: Fraction = Fraction(0)  # seconds from its last dts kept to its end on the track
+    last: Fraction = Fraction(0)  # seconds from its start on the track to its last frame shown
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -359,8 +361,10 @@ def part_entry(path: Path, packets: PacketTrace, frames: int, rate: Fraction
         end = max(pts + length for pts, length in zip(packets.pts, packets.duration, strict=True))
         last = to_units((max(packets.pts) - first) * base, rate)
         shown = min(frames, max(last + 1, to_units((end - first) * base, rate)))
+    last_pts = max(packets.pts[:kept]) if kept else first
     return Entry(path=path, duration=shown / rate, inpoint=first * base, outpoint=outpoint,
-                 lead=lead(packets), tail=shown / rate - (last_dts - first) * base), shown
+                 lead=lead(packets), tail=shown / rate - (last_dts - first) * base,
+                 last=(last_pts - first) * base), shown
 
 
 def black_runs(layout: Iterable[Piece]) -> list[int]:
@@ -411,11 +415,18 @@ def entries(layout: Iterable[Entry | int], black: BlackGop | None) -> list[Entry
 
 def _black_entries(frames: int, black: BlackGop) -> list[Entry]:
     whole, rest = divmod(frames, black.frames)
-    result = [Entry(path=black.path, duration=black.frames / black.rate)] * whole
+    result = [Entry(path=black.path, duration=black.frames / black.rate,
+                    last=(black.frames - 1) / black.rate)] * whole
     for piece in split_black(rest, black.cuts):
         kept = cut_packets(black.packets, piece, black.rate)
         if kept is None:
             raise CopyNotPossibleError(f"black of {piece} frames cannot be cut from the GOP")
         result.append(Entry(path=black.path, duration=piece / black.rate,
-                            outpoint=black.packets.dts[kept] * black.packets.time_base))
+                            outpoint=black.packets.dts[kept] * black.packets.time_base,
+                            last=(piece - 1) / black.rate))
     return result
+
+
+def last_frame(items: Sequence[Entry]) -> Fraction:
+    """Seconds from the first entry's start to the last frame the entries show."""
+    return sum((item.duration for item in items[:-1]), Fraction(0)) + items[-1].last

@@ -43,15 +43,17 @@ from assembler.media import (
     probe,
     read_packets,
 )
-from assembler.plan import Slot, TrackPlan, place
+from assembler.plan import Slot, TrackPlan, place, to_units
 from assembler.render import RenderedTrack, RenderSettings, render_track
 from tests.support.media import (
     colour_spans,
     decode_errors,
     decode_frames,
     ffmpeg,
+    frame_times,
     is_black,
     make_colour_video,
+    mp4_durations,
     rgb,
 )
 
@@ -96,9 +98,10 @@ def part_probe(frames: int = 60, *, level: int = 30, packets: PacketTrace | None
 def track(slots: list[tuple[str, Fraction, Fraction]], seconds: Fraction,
           rate: Fraction = Fraction(30)) -> TrackPlan:
     placed = tuple(Slot(part_id=part_id, start=start, end=end) for part_id, start, end in slots)
-    length = round(seconds * rate)
+    length = to_units(seconds, rate)
     return TrackPlan(participant_id=1, kind="webcam", path="p/webcam.mp4", rate=rate,
-                     length=length, slots=placed, segments=place(placed, length, rate))
+                     length=length, slots=placed, segments=place(placed, length, rate),
+                     timeline=seconds)
 
 
 # --- pure: list text and argv --------------------------------------------------------------
@@ -536,3 +539,27 @@ def test_spare_slots_take_only_what_is_free_now() -> None:
             assert none_left == 0
     with slots.spare(3) as all_free:
         assert all_free == 3
+
+
+@pytest.mark.parametrize(("strategy", "part", "slot", "seconds"), [
+    ("copy", "slow", (Fraction(1, 2), Fraction(5, 2)), Fraction(5, 2)),
+    ("copy", "red", (Fraction(0), Fraction(1)), Fraction(251, 100)),
+    ("encode", "red", (Fraction(0), Fraction(1)), Fraction(251, 100)),
+], ids=["copy-15fps-part-last-frame-shortened", "copy-black-last-frame-stretched",
+        "encode-last-frame-stretched"])
+def test_every_track_lasts_the_timeline_to_the_millisecond(
+        webcam_parts: dict[str, Path], tmp_path: Path, strategy: str, part: str,
+        slot: tuple[Fraction, Fraction], seconds: Fraction) -> None:
+    # 2.5 s at 15 fps is 37.5 frames, 2.51 s at 30 fps 75.3: whole frames cannot end
+    # there, so the last frame is made shorter or longer in the container.
+    parts = {"slow": make_colour_video(tmp_path / "slow.mp4", seconds=3, colour="magenta",
+                                       fps=15),
+             "red": webcam_parts["red"]}
+    rendered = render(track([(part, *slot)], seconds), parts, tmp_path, strategy)
+    assert rendered.strategy == strategy
+    assert rendered.track.duration == float(seconds)
+    stated = mp4_durations(rendered.path)
+    for read in (stated.movie, stated.track, stated.shown):
+        assert abs(read - float(seconds)) < 0.001, stated
+    assert len(frame_times(rendered.path)) == rendered.track.length
+    assert decode_errors(rendered.path) == ""
