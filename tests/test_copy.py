@@ -563,3 +563,47 @@ def test_every_track_lasts_the_timeline_to_the_millisecond(
         assert abs(read - float(seconds)) < 0.001, stated
     assert len(frame_times(rendered.path)) == rendered.track.length
     assert decode_errors(rendered.path) == ""
+
+
+def make_sparse_screenshare(path: Path, times: tuple[float, ...], colour: str) -> Path:
+    """A static screen as scrcpy or PrismCast send it: an H.264 frame every few seconds."""
+    red, green, blue = rgb(colour)
+    when = "+".join(f"eq(N\\,{index})*{time}" for index, time in enumerate(times))
+    ffmpeg(["-y", "-f", "lavfi", "-i",
+            f"color=c=0x{red:02x}{green:02x}{blue:02x}:s=320x240:r=1,"
+            f"trim=end_frame={len(times)},setpts='({when})/TB'",
+            "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-pix_fmt", "yuv420p",
+            "-fps_mode", "passthrough", "-video_track_timescale", "1000", file_arg(path)])
+    return path
+
+
+def test_a_sparse_screenshare_is_encoded_where_copy_would_misplace_it(tmp_path: Path) -> None:
+    # Frames at 0, 3.0 and 5.5 s in a 0.7-7.2 s slot: the gaps make a grid of seconds
+    # on which the slot would start at 0 s.
+    part = make_sparse_screenshare(tmp_path / "screen.mp4", (0.0, 3.0, 5.5), "green")
+    plan = track([("screen", Fraction(7, 10), Fraction(36, 5))], Fraction(83, 10))
+    with pytest.raises(CopyNotPossibleError,
+                       match=r"part screen has a frame every [\d.]+ s: .* slot edge at 0\.7 s "
+                             r"would move -0\.700 s, more than a frame at 30 fps"):
+        render(plan, {"screen": part}, tmp_path, "copy")
+    rendered = render(plan, {"screen": part}, tmp_path, "auto")
+    assert rendered.strategy == "encode"
+    assert rendered.reason is not None
+    assert rendered.reason.startswith("part screen has a frame every")
+    assert_placed(rendered, {"screen": "green"}, short=frozenset({"screen"}))  # media: 6 s
+    assert abs(mp4_durations(rendered.path).shown - 8.3) < 0.001
+
+
+def test_b_frames_in_matroska_are_refused_for_their_millisecond_timestamps(
+        b_frame_parts: dict[str, Path], tmp_path: Path) -> None:
+    part = tmp_path / "cam.mkv"
+    ffmpeg(["-y", "-i", file_arg(b_frame_parts["cyan"]), "-c", "copy", file_arg(part)])
+    plan = track([("cam", Fraction(1), Fraction(3))], Fraction(4))
+    reason = (r"part cam has B-frames with timestamps in 1/1000 s, which cannot hold its "
+              r"30 fps frame times exactly \(Matroska counts milliseconds\)")
+    with pytest.raises(CopyNotPossibleError, match=reason):
+        render(plan, {"cam": part}, tmp_path, "copy")
+    rendered = render(plan, {"cam": part}, tmp_path, "auto")
+    assert rendered.strategy == "encode"
+    assert re.match(reason, rendered.reason or "")
+    assert_placed(rendered, {"cam": "cyan"})
