@@ -607,3 +607,19 @@ def test_b_frames_in_matroska_are_refused_for_their_millisecond_timestamps(
     assert rendered.strategy == "encode"
     assert re.match(reason, rendered.reason or "")
     assert_placed(rendered, {"cam": "cyan"})
+
+
+def test_a_vfr_matroska_part_read_as_ntsc_rate_lasts_the_run(tmp_path: Path) -> None:
+    # 59.94 fps with dropped frames, in Matroska's milliseconds: 360 whole frames
+    # at that rate would last 6.006 s of a 6.0 s run.
+    part = tmp_path / "cam.mkv"
+    ffmpeg(["-y", "-f", "lavfi", "-i", "color=c=red:s=320x240:r=60000/1001,trim=end_frame=360,"
+            "select='not(eq(mod(n\\,17)\\,5))'", "-c:v", "libx264", "-preset", "veryfast",
+            "-bf", "0", "-pix_fmt", "yuv420p", "-fps_mode", "vfr", file_arg(part)])
+    plan = track([("cam", Fraction(0), Fraction(6))], Fraction(6))
+    rendered = render(plan, {"cam": part}, tmp_path, "copy")
+    assert rendered.track.rate == Fraction(60000, 1001)
+    stated = mp4_durations(rendered.path)
+    for read in (stated.movie, stated.track, stated.shown):
+        assert abs(read - 6.0) < 0.001, stated
+    assert_placed(rendered, {"cam": "red"})
