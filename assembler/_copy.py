@@ -43,15 +43,25 @@ from ._copy_layout import (
     copy_layout,
     entries,
     gop_frames,
+    last_frame,
     lead,
     part_entry,
 )
 from ._copy_probe import probe_parts, timescale_args
 from .errors import CopyNotPossibleError
-from .media import FfmpegSlots, MediaInfo, PacketTrace, file_arg, read_packets, run_ffmpeg
+from .media import (
+    FfmpegSlots,
+    MediaInfo,
+    PacketTrace,
+    file_arg,
+    read_packets,
+    run_ffmpeg,
+    setts_sets_duration,
+)
 from .plan import TrackPlan
 
-__all__ = ["BlackSpec", "black_argv", "concat_list", "copy_argv", "copy_track", "tail_argv"]
+__all__ = ["BlackSpec", "black_argv", "concat_list", "copy_argv", "copy_track", "ending_args",
+           "tail_argv"]
 
 
 # --- argv and list text: pure -----------------------------------------------------------
@@ -146,12 +156,39 @@ def _x264_args(spec: BlackSpec, frames: int, output: Path, *, preset: str) -> li
             *timescale_args(spec.time_base), "-an", "-f", "mp4", file_arg(output)]
 
 
-def copy_argv(concat: Path, output: Path, *, time_base: Fraction, in_band: bool) -> list[str]:
-    """ffmpeg arguments (no binary) joining the entries listed in `concat` by stream copy."""
+def copy_argv(concat: Path, output: Path, *, time_base: Fraction, in_band: bool,
+              ending: Sequence[str] = ()) -> list[str]:
+    """ffmpeg arguments (no binary) joining the entries listed in `concat` by stream copy.
+
+    `ending`: `ending_args` of the track, placing its end exactly.
+    """
     return ["-y", "-f", "concat", "-safe", "0", "-auto_convert", "1" if in_band else "0",
-            "-i", file_arg(concat), "-map", "0:v:0", "-c", "copy",
+            "-i", file_arg(concat), "-map", "0:v:0", "-c", "copy", *ending,
             "-tag:v", "avc3" if in_band else "avc1", *timescale_args(time_base),
             "-movflags", "+faststart", "-f", "mp4", file_arg(output)]
+
+
+def ending_args(end: Fraction, last: Fraction, rate: Fraction) -> list[str]:
+    """`-bsf:v setts` making a video end at exactly `end` seconds from its first frame.
+
+    The last frame shown, `last` seconds from the first (a packet within half a frame
+    at `rate` of it), lasts up to `end`: the MP4 muxer writes that into the last
+    sample's duration, the edit list and the track and movie durations, which players
+    read. Whole frames cannot: 12.5 s at 15 fps is 187.5 frames. Empty when this
+    ffmpeg's `setts` cannot set durations (the track then ends on its last frame's end).
+    """
+    if not setts_sets_duration():
+        return []
+    shown = "(PTS-STARTPTS)*TB"  # seconds from the first frame (which is decoded first)
+    late = _seconds(last - 1 / (2 * rate))
+    # setts takes TS as the dts for pts too: both are restated. `\,` keeps an expression's
+    # commas from splitting the bitstream filter list.
+    duration = f"if(gte({shown}\\,{late})\\,round(({_seconds(end)}-{shown})/TB)\\,DURATION)"
+    return ["-bsf:v", f"setts=pts=PTS:dts=DTS:duration='{duration}'"]
+
+
+def _seconds(value: Fraction) -> str:
+    return f"{float(value):.9f}"
 
 
 # --- running it --------------------------------------------------------------------------
@@ -181,9 +218,11 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
                              spec.rate)[0] if isinstance(piece, Tail) else piece
                   for index, piece in enumerate(layout.pieces)]
         listing = scratch / "track.ffconcat"
-        listing.write_text(concat_list(entries(joined, black)), encoding="utf-8")
+        items = entries(joined, black)
+        listing.write_text(concat_list(items), encoding="utf-8")
         run_ffmpeg(copy_argv(listing, output, time_base=spec.time_base,
-                             in_band=len(extradata) != 1 or None in extradata))
+                             in_band=len(extradata) != 1 or None in extradata,
+                             ending=ending_args(layout.track.end, last_frame(items), spec.rate)))
     return layout.track
 
 

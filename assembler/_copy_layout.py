@@ -48,6 +48,7 @@ __all__ = [
     "entries",
     "gop_frames",
     "keyframe_cut",
+    "last_frame",
     "lead",
     "parse_h264_headers",
     "part_entry",
@@ -103,6 +104,7 @@ class Entry:
     outpoint: Fraction | None = None  # seconds in the file: the dts of the first packet left out
     lead: Fraction = Fraction(0)  # seconds its first dts comes before its start on the track
     tail: Fraction = Fraction(0)  # seconds from its last dts kept to its end on the track
+    last: Fraction = Fraction(0)  # seconds from its start on the track to its last frame shown
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +165,9 @@ def copy_layout(track: TrackPlan, probes: Mapping[str, PartProbe]) -> CopyLayout
     if blocker:
         raise CopyNotPossibleError(blocker)
     placed = track.at_rate(_rates(probes)[0])
+    blocker = _grid_blocker(track, placed)
+    if blocker:
+        raise CopyNotPossibleError(blocker)
     layout = pieces(placed, probes)
     delay = black_delay(layout, placed.rate)
     if delay is None:
@@ -230,7 +235,43 @@ def _packet_blocker(probes: Mapping[str, PartProbe]) -> str | None:
             return blocker
     headers = [probe.headers for probe in probes.values() if probe.headers]
     return (_differ("H.264 level", (_level(header.level_idc) for header in headers))
-            or _differ("frame rate", (f"{float(rate):g} fps" for rate in _rates(probes))))
+            or _differ("frame rate", (f"{float(rate):g} fps" for rate in _rates(probes)))
+            or _bframe_time_base_blocker(probes))
+
+
+def _grid_blocker(track: TrackPlan, placed: TrackPlan) -> str | None:
+    """Why the parts' frame grid would misplace a slot: an edge off by more than a frame
+    at the track's own rate. A sparse screenshare (a frame every few seconds) has
+    such a coarse grid that its first picture would show seconds early."""
+    for slot in placed.slots:
+        for edge in (slot.start, slot.end):
+            moved = to_units(edge, placed.rate) / placed.rate - edge
+            if abs(moved) > 1 / track.rate:
+                return (f"part {slot.part_id} has a frame every {float(1 / placed.rate):.3g} s: "
+                        f"copied on that grid, its slot edge at {float(edge):g} s would move "
+                        f"{float(moved):+.3f} s, more than a frame at "
+                        f"{float(track.rate):g} fps")
+    return None
+
+
+def _bframe_time_base_blocker(probes: Mapping[str, PartProbe]) -> str | None:
+    """Why B-frames cannot be joined: a time base too coarse for the frame times.
+
+    Copy keeps each part's decode timestamps, and black's (x264's) must fall between
+    them at every join: in Matroska's milliseconds a 30 fps frame is 33.3 ms, so
+    reordered frames' timestamps are rounded and no black's B-frame delay matches.
+    """
+    for part_id, probe in probes.items():
+        packets = probe.packets
+        if packets is None or not lead(packets):
+            continue
+        frame = 1 / real_rate(packets)
+        if (frame / packets.time_base).denominator != 1:
+            return (f"part {part_id} has B-frames with timestamps in 1/"
+                    f"{packets.time_base.denominator} s, which cannot hold its "
+                    f"{float(1 / frame):g} fps frame times exactly (Matroska counts "
+                    "milliseconds): joins would reorder frames")
+    return None
 
 
 def _level(level_idc: int) -> str:
@@ -359,8 +400,10 @@ def part_entry(path: Path, packets: PacketTrace, frames: int, rate: Fraction
         end = max(pts + length for pts, length in zip(packets.pts, packets.duration, strict=True))
         last = to_units((max(packets.pts) - first) * base, rate)
         shown = min(frames, max(last + 1, to_units((end - first) * base, rate)))
+    last_pts = max(packets.pts[:kept]) if kept else first
     return Entry(path=path, duration=shown / rate, inpoint=first * base, outpoint=outpoint,
-                 lead=lead(packets), tail=shown / rate - (last_dts - first) * base), shown
+                 lead=lead(packets), tail=shown / rate - (last_dts - first) * base,
+                 last=(last_pts - first) * base), shown
 
 
 def black_runs(layout: Iterable[Piece]) -> list[int]:
@@ -411,11 +454,18 @@ def entries(layout: Iterable[Entry | int], black: BlackGop | None) -> list[Entry
 
 def _black_entries(frames: int, black: BlackGop) -> list[Entry]:
     whole, rest = divmod(frames, black.frames)
-    result = [Entry(path=black.path, duration=black.frames / black.rate)] * whole
+    result = [Entry(path=black.path, duration=black.frames / black.rate,
+                    last=(black.frames - 1) / black.rate)] * whole
     for piece in split_black(rest, black.cuts):
         kept = cut_packets(black.packets, piece, black.rate)
         if kept is None:
             raise CopyNotPossibleError(f"black of {piece} frames cannot be cut from the GOP")
         result.append(Entry(path=black.path, duration=piece / black.rate,
-                            outpoint=black.packets.dts[kept] * black.packets.time_base))
+                            outpoint=black.packets.dts[kept] * black.packets.time_base,
+                            last=(piece - 1) / black.rate))
     return result
+
+
+def last_frame(items: Sequence[Entry]) -> Fraction:
+    """Seconds from the first entry's start to the last frame the entries show."""
+    return sum((item.duration for item in items[:-1]), Fraction(0)) + items[-1].last

@@ -27,7 +27,7 @@ from .errors import FFmpegError, FFmpegNotFoundError, MediaError
 
 __all__ = ["AudioStream", "FfmpegSlots", "H264Survey", "MediaInfo", "PacketTrace",
            "VideoStream", "ffmpeg_binary", "file_arg", "probe", "probe_many", "read_packets",
-           "run_ffmpeg", "scan_packets", "survey_h264"]
+           "run_ffmpeg", "scan_packets", "setts_sets_duration", "survey_h264"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,13 @@ def ffmpeg_version() -> tuple[int, int]:
     first_line = ffmpeg_output(["-version"]).decode("utf-8", "replace").splitlines() or [""]
     match = re.search(r"version n?(\d+)\.(\d+)", first_line[0])
     return (int(match[1]), int(match[2])) if match else (999, 0)
+
+
+@functools.cache
+def setts_sets_duration() -> bool:
+    """Whether this ffmpeg's `setts` bitstream filter can set packet durations."""
+    help_text = ffmpeg_output(["-h", "bsf=setts"]).decode("utf-8", "replace")
+    return re.search(r"^\s*-duration\b", help_text, re.M) is not None
 
 
 def _works(binary: str) -> bool:

@@ -112,6 +112,10 @@ class TrackPlan:
     length: int  # units
     slots: tuple[Slot, ...]
     segments: tuple[Segment, ...]  # cover [0, length) in order, exactly
+    # The exact seconds the track lasts, the timeline's, which whole units may not hold
+    # (12.5 s is 187.5 frames at 15 fps): the last unit is shortened or stretched to
+    # end there. None: exactly `length` units.
+    timeline: Fraction | None = None
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -125,14 +129,19 @@ class TrackPlan:
         return round(float(units / self.rate), 6)
 
     @property
+    def end(self) -> Fraction:
+        """Where the track ends, in exact seconds: `timeline`, else `length` units."""
+        return self.timeline if self.timeline is not None else Fraction(self.length) / self.rate
+
+    @property
     def duration(self) -> float:
-        return self.seconds(self.length)
+        return round(float(self.end), 6)
 
     def at_rate(self, rate: Fraction) -> TrackPlan:
         """The same track placed at another rate (e.g. the frame rate of its parts)."""
-        duration = Fraction(self.length) / self.rate
-        length = to_units(duration, rate)
-        return replace(self, rate=rate, length=length, segments=place(self.slots, length, rate))
+        length = to_units(self.end, rate)
+        return replace(self, rate=rate, length=length, segments=place(self.slots, length, rate),
+                       timeline=self.end)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -305,7 +314,7 @@ def make_plan(
             filename = f"audio.{audio_format}" if kind == "audio" else f"{kind}.mp4"
             tracks.append(TrackPlan(
                 participant_id=participant_id, kind=kind, path=f"{directory}/{filename}",
-                rate=rate, length=length, slots=slots, segments=segments))
+                rate=rate, length=length, slots=slots, segments=segments, timeline=timeline))
         if not tracks:
             continue
         people.append(ParticipantPlan(id=participant_id, name=names.get(participant_id),
@@ -350,7 +359,8 @@ def split(track: TrackPlan, max_parts: int) -> tuple[TrackPlan, ...]:
     for begin, end in itertools.pairwise(cuts):
         segments = tuple(replace(segment, start=segment.start - begin)
                          for segment in track.segments if begin <= segment.start < end)
-        pieces.append(replace(track, length=end - begin, slots=(), segments=segments))
+        pieces.append(replace(track, length=end - begin, slots=(), segments=segments,
+                              timeline=None))
     return tuple(pieces)
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args
 
 import ffmpeg
 
-from ._copy import concat_list, copy_argv, copy_track
+from ._copy import concat_list, copy_argv, copy_track, ending_args
 from ._copy_layout import Entry
 from ._publish import clear_leftovers, temporary_name
 from .errors import CopyNotPossibleError, MediaError, RenderError
@@ -438,14 +438,19 @@ def _encode_video(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[s
                                  preset=settings.x264_preset, crf=settings.crf)
 
     pieces = split(track, settings.max_video_parts)
-    if len(pieces) == 1:
+    whole_frames = track.end * track.rate == track.length
+    if len(pieces) == 1 and whole_frames:
         run_ffmpeg(argv(track, output))
         return
     with _scratch(output) as scratch:
         listing = _render_pieces(pieces, scratch, ".mp4", argv)
-        # Same encoder settings in every piece: their streams join by copy.
+        # Same encoder settings in every piece: their streams join by copy. The join
+        # also ends the last frame on the timeline's end, which whole frames miss: the
+        # encoder's packets count in frames, the join's in the MP4's fine time scale.
+        ending = [] if whole_frames else ending_args(
+            track.end, Fraction(track.length - 1) / track.rate, track.rate)
         run_ffmpeg(copy_argv(listing, output, time_base=Fraction(1, timescale(track.rate)),
-                             in_band=False))
+                             in_band=False, ending=ending))
 
 
 def _scratch(output: Path) -> tempfile.TemporaryDirectory[str]:

@@ -43,15 +43,17 @@ from assembler.media import (
     probe,
     read_packets,
 )
-from assembler.plan import Slot, TrackPlan, place
+from assembler.plan import Slot, TrackPlan, place, to_units
 from assembler.render import RenderedTrack, RenderSettings, render_track
 from tests.support.media import (
     colour_spans,
     decode_errors,
     decode_frames,
     ffmpeg,
+    frame_times,
     is_black,
     make_colour_video,
+    mp4_durations,
     rgb,
 )
 
@@ -96,9 +98,10 @@ def part_probe(frames: int = 60, *, level: int = 30, packets: PacketTrace | None
 def track(slots: list[tuple[str, Fraction, Fraction]], seconds: Fraction,
           rate: Fraction = Fraction(30)) -> TrackPlan:
     placed = tuple(Slot(part_id=part_id, start=start, end=end) for part_id, start, end in slots)
-    length = round(seconds * rate)
+    length = to_units(seconds, rate)
     return TrackPlan(participant_id=1, kind="webcam", path="p/webcam.mp4", rate=rate,
-                     length=length, slots=placed, segments=place(placed, length, rate))
+                     length=length, slots=placed, segments=place(placed, length, rate),
+                     timeline=seconds)
 
 
 # --- pure: list text and argv --------------------------------------------------------------
@@ -536,3 +539,87 @@ def test_spare_slots_take_only_what_is_free_now() -> None:
             assert none_left == 0
     with slots.spare(3) as all_free:
         assert all_free == 3
+
+
+@pytest.mark.parametrize(("strategy", "part", "slot", "seconds"), [
+    ("copy", "slow", (Fraction(1, 2), Fraction(5, 2)), Fraction(5, 2)),
+    ("copy", "red", (Fraction(0), Fraction(1)), Fraction(251, 100)),
+    ("encode", "red", (Fraction(0), Fraction(1)), Fraction(251, 100)),
+], ids=["copy-15fps-part-last-frame-shortened", "copy-black-last-frame-stretched",
+        "encode-last-frame-stretched"])
+def test_every_track_lasts_the_timeline_to_the_millisecond(
+        webcam_parts: dict[str, Path], tmp_path: Path, strategy: str, part: str,
+        slot: tuple[Fraction, Fraction], seconds: Fraction) -> None:
+    # 2.5 s at 15 fps is 37.5 frames, 2.51 s at 30 fps 75.3: whole frames cannot end
+    # there, so the last frame is made shorter or longer in the container.
+    parts = {"slow": make_colour_video(tmp_path / "slow.mp4", seconds=3, colour="magenta",
+                                       fps=15),
+             "red": webcam_parts["red"]}
+    rendered = render(track([(part, *slot)], seconds), parts, tmp_path, strategy)
+    assert rendered.strategy == strategy
+    assert rendered.track.duration == float(seconds)
+    stated = mp4_durations(rendered.path)
+    for read in (stated.movie, stated.track, stated.shown):
+        assert abs(read - float(seconds)) < 0.001, stated
+    assert len(frame_times(rendered.path)) == rendered.track.length
+    assert decode_errors(rendered.path) == ""
+
+
+def make_sparse_screenshare(path: Path, times: tuple[float, ...], colour: str) -> Path:
+    """A static screen as scrcpy or PrismCast send it: an H.264 frame every few seconds."""
+    red, green, blue = rgb(colour)
+    when = "+".join(f"eq(N\\,{index})*{time}" for index, time in enumerate(times))
+    ffmpeg(["-y", "-f", "lavfi", "-i",
+            f"color=c=0x{red:02x}{green:02x}{blue:02x}:s=320x240:r=1,"
+            f"trim=end_frame={len(times)},setpts='({when})/TB'",
+            "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-pix_fmt", "yuv420p",
+            "-fps_mode", "passthrough", "-video_track_timescale", "1000", file_arg(path)])
+    return path
+
+
+def test_a_sparse_screenshare_is_encoded_where_copy_would_misplace_it(tmp_path: Path) -> None:
+    # Frames at 0, 3.0 and 5.5 s in a 0.7-7.2 s slot: the gaps make a grid of seconds
+    # on which the slot would start at 0 s.
+    part = make_sparse_screenshare(tmp_path / "screen.mp4", (0.0, 3.0, 5.5), "green")
+    plan = track([("screen", Fraction(7, 10), Fraction(36, 5))], Fraction(83, 10))
+    with pytest.raises(CopyNotPossibleError,
+                       match=r"part screen has a frame every [\d.]+ s: .* slot edge at 0\.7 s "
+                             r"would move -0\.700 s, more than a frame at 30 fps"):
+        render(plan, {"screen": part}, tmp_path, "copy")
+    rendered = render(plan, {"screen": part}, tmp_path, "auto")
+    assert rendered.strategy == "encode"
+    assert rendered.reason is not None
+    assert rendered.reason.startswith("part screen has a frame every")
+    assert_placed(rendered, {"screen": "green"}, short=frozenset({"screen"}))  # media: 6 s
+    assert abs(mp4_durations(rendered.path).shown - 8.3) < 0.001
+
+
+def test_b_frames_in_matroska_are_refused_for_their_millisecond_timestamps(
+        b_frame_parts: dict[str, Path], tmp_path: Path) -> None:
+    part = tmp_path / "cam.mkv"
+    ffmpeg(["-y", "-i", file_arg(b_frame_parts["cyan"]), "-c", "copy", file_arg(part)])
+    plan = track([("cam", Fraction(1), Fraction(3))], Fraction(4))
+    reason = (r"part cam has B-frames with timestamps in 1/1000 s, which cannot hold its "
+              r"30 fps frame times exactly \(Matroska counts milliseconds\)")
+    with pytest.raises(CopyNotPossibleError, match=reason):
+        render(plan, {"cam": part}, tmp_path, "copy")
+    rendered = render(plan, {"cam": part}, tmp_path, "auto")
+    assert rendered.strategy == "encode"
+    assert re.match(reason, rendered.reason or "")
+    assert_placed(rendered, {"cam": "cyan"})
+
+
+def test_a_vfr_matroska_part_read_as_ntsc_rate_lasts_the_run(tmp_path: Path) -> None:
+    # 59.94 fps with dropped frames, in Matroska's milliseconds: 360 whole frames
+    # at that rate would last 6.006 s of a 6.0 s run.
+    part = tmp_path / "cam.mkv"
+    ffmpeg(["-y", "-f", "lavfi", "-i", "color=c=red:s=320x240:r=60000/1001,trim=end_frame=360,"
+            "select='not(eq(mod(n\\,17)\\,5))'", "-c:v", "libx264", "-preset", "veryfast",
+            "-bf", "0", "-pix_fmt", "yuv420p", "-fps_mode", "vfr", file_arg(part)])
+    plan = track([("cam", Fraction(0), Fraction(6))], Fraction(6))
+    rendered = render(plan, {"cam": part}, tmp_path, "copy")
+    assert rendered.track.rate == Fraction(60000, 1001)
+    stated = mp4_durations(rendered.path)
+    for read in (stated.movie, stated.track, stated.shown):
+        assert abs(read - 6.0) < 0.001, stated
+    assert_placed(rendered, {"cam": "red"})

@@ -40,6 +40,7 @@ __all__ = [
     "make_colour_video",
     "make_tone",
     "media_info",
+    "mp4_durations",
     "rgb",
 ]
 
@@ -358,3 +359,71 @@ def media_info(path: Path) -> MediaSummary:
         sample_rate=rate,
         channels=0 if samples is None else samples.shape[1],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Mp4Durations:
+    """Durations an MP4's headers state, in seconds: what a player reads before decoding.
+
+    `edit` is the edit list's presented span (None without one); `last_sample`
+    is the last sample's duration in the sample table (`stts`).
+    """
+
+    movie: float  # mvhd
+    track: float  # tkhd of the first track
+    media: float  # mdhd of the first track
+    edit: float | None
+    last_sample: float
+
+    @property
+    def shown(self) -> float:
+        """The duration a player presents: the edit list's when there is one."""
+        return self.edit if self.edit is not None else self.media
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> dict[bytes, bytes]:
+    """The first box of each type between `start` and `end`, by type, without its header."""
+    found: dict[bytes, bytes] = {}
+    offset, end = start, len(data) if end is None else end
+    while offset + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, offset)
+        header = 8
+        if size == 1:
+            size, header = struct.unpack_from(">Q", data, offset + 8)[0], 16
+        elif size == 0:
+            size = end - offset
+        found.setdefault(kind, data[offset + header:offset + size])
+        offset += size
+    return found
+
+
+def _versioned(body: bytes, narrow: str, wide: str) -> tuple[int, ...]:
+    """Fields after a full box's version and flags: `wide` layout for version 1."""
+    layout = wide if body[0] == 1 else narrow
+    return struct.unpack_from(">" + layout, body, 4)
+
+
+def mp4_durations(path: Path) -> Mp4Durations:
+    """Read mvhd, tkhd, elst, mdhd and stts of the first track of the MP4 at `path`."""
+    moov = _boxes(_boxes(path.read_bytes())[b"moov"])
+    _, _, movie_scale, movie_length = _versioned(moov[b"mvhd"], "IIII", "QQIQ")
+    trak = _boxes(moov[b"trak"])
+    track_length = _versioned(trak[b"tkhd"], "IIIII", "QQIIQ")[4]
+    mdia = _boxes(trak[b"mdia"])
+    _, _, media_scale, media_length = _versioned(mdia[b"mdhd"], "IIII", "QQIQ")
+    edit = None
+    if b"edts" in trak:
+        elst = _boxes(trak[b"edts"])[b"elst"]
+        wide = elst[0] == 1
+        count = struct.unpack_from(">I", elst, 4)[0]
+        step = 20 if wide else 12
+        spans = [struct.unpack_from(">Qq" if wide else ">Ii", elst, 8 + index * step)
+                 for index in range(count)]
+        edit = sum(span for span, _ in spans) / movie_scale
+    stbl = _boxes(_boxes(mdia[b"minf"])[b"stbl"])
+    stts = stbl[b"stts"]
+    runs = struct.unpack_from(">I", stts, 4)[0]
+    last_delta = struct.unpack_from(">I", stts, 8 + (runs - 1) * 8 + 4)[0]
+    return Mp4Durations(movie=movie_length / movie_scale, track=track_length / movie_scale,
+                        media=media_length / media_scale, edit=edit,
+                        last_sample=last_delta / media_scale)
