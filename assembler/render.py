@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import ffmpeg
 
@@ -27,12 +27,10 @@ from ._publish import clear_leftovers, temporary_name
 from .concat import Entry, concat_list, copy_argv, copy_track
 from .errors import CopyNotPossibleError, MediaError, RenderError
 from .media import MediaInfo, ffmpeg_binary, file_arg, run_ffmpeg
-from .plan import AUDIO_FORMATS, AUDIO_RATE, TrackPlan, split
+from .plan import AUDIO_FORMATS, AUDIO_RATE, VIDEO_STRATEGIES, TrackPlan, VideoStrategy, split
 
 __all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track", "video_encode_argv"]
 
-VideoStrategy = Literal["auto", "copy", "encode"]
-VIDEO_STRATEGIES: tuple[VideoStrategy, ...] = get_args(VideoStrategy)
 Strategy = Literal["encode", "copy"]
 
 # Output codec settings per audio format (plan.AUDIO_FORMATS names them): (muxer, options).

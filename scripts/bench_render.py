@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from assembler.media import MediaInfo, ffmpeg_output, file_arg, probe, run_ffmpeg
-from assembler.plan import Slot, TrackPlan, place
-from assembler.render import RenderedTrack, RenderSettings, VideoStrategy, render_track
+from assembler.plan import Slot, TrackPlan, VideoStrategy, place
+from assembler.render import RenderedTrack, RenderSettings, render_track
 
 SIZE = "1280x720"
 RATE = 30
