@@ -7,44 +7,51 @@ report (`build_report`). `run_recording` does all of it for one recording,
 `download_recording` only fetches its parts, `run_batch` runs a jobs file of
 recordings. Errors raised on purpose are `AssemblerError`s, each carrying the
 exit status the CLI would return (`exit_status`).
+
+Names are imported on first use (PEP 562): `import assembler` and the CLI's
+`--help` do not pay for aiohttp, pydantic or the renderers up front.
 """
 
 from __future__ import annotations
 
-from .batch import BatchEvents, BatchOutcome, Row, run_batch
-from .deliverables import DeliverableOptions, make_deliverables
-from .download import (
-    DownloadProgress,
-    DownloadResults,
-    DownloadSettings,
-    PartDownload,
-    download_parts,
-)
-from .errors import (
-    AssemblerError,
-    DeliverableError,
-    DownloadError,
-    InputError,
-    InvalidInputsError,
-    LinkExpiredError,
-    ManifestError,
-    RenderError,
-    StorageError,
-)
-from .manifest import Documents, Sources, load_documents
-from .media import FfmpegSlots, MediaInfo, probe_many
-from .pipeline import (
-    DownloadOutcome,
-    RunEvents,
-    RunOptions,
-    RunOutcome,
-    download_recording,
-    plan_recording,
-    run_recording,
-)
-from .plan import Plan, TrackPlan, make_plan, plan_as_json
-from .render import RenderedTrack, RenderSettings, render_track
-from .report import Report, build_report
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from .batch import BatchEvents, BatchOutcome, Row, run_batch
+    from .deliverables import DeliverableOptions, make_deliverables
+    from .download import (
+        DownloadProgress,
+        DownloadResults,
+        DownloadSettings,
+        PartDownload,
+        download_parts,
+    )
+    from .errors import (
+        AssemblerError,
+        DeliverableError,
+        DownloadError,
+        InputError,
+        InvalidInputsError,
+        LinkExpiredError,
+        ManifestError,
+        RenderError,
+        StorageError,
+    )
+    from .manifest import Documents, Sources, load_documents
+    from .media import FfmpegSlots, MediaInfo, probe_many
+    from .pipeline import (
+        DownloadOutcome,
+        RunEvents,
+        RunOptions,
+        RunOutcome,
+        download_recording,
+        plan_recording,
+        run_recording,
+    )
+    from .plan import Plan, TrackPlan, make_plan, plan_as_json
+    from .render import RenderedTrack, RenderSettings, render_track
+    from .report import Report, build_report
 
 __all__ = [
     "AssemblerError",
@@ -90,3 +97,62 @@ __all__ = [
     "run_batch",
     "run_recording",
 ]
+
+# Where each public name lives.
+_MODULES = {
+    "AssemblerError": "errors",
+    "BatchEvents": "batch",
+    "BatchOutcome": "batch",
+    "DeliverableError": "errors",
+    "DeliverableOptions": "deliverables",
+    "Documents": "manifest",
+    "DownloadError": "errors",
+    "DownloadOutcome": "pipeline",
+    "DownloadProgress": "download",
+    "DownloadResults": "download",
+    "DownloadSettings": "download",
+    "FfmpegSlots": "media",
+    "InputError": "errors",
+    "InvalidInputsError": "errors",
+    "LinkExpiredError": "errors",
+    "ManifestError": "errors",
+    "MediaInfo": "media",
+    "PartDownload": "download",
+    "Plan": "plan",
+    "RenderError": "errors",
+    "RenderSettings": "render",
+    "RenderedTrack": "render",
+    "Report": "report",
+    "Row": "batch",
+    "RunEvents": "pipeline",
+    "RunOptions": "pipeline",
+    "RunOutcome": "pipeline",
+    "Sources": "manifest",
+    "StorageError": "errors",
+    "TrackPlan": "plan",
+    "build_report": "report",
+    "download_parts": "download",
+    "download_recording": "pipeline",
+    "load_documents": "manifest",
+    "make_deliverables": "deliverables",
+    "make_plan": "plan",
+    "plan_as_json": "plan",
+    "plan_recording": "pipeline",
+    "probe_many": "media",
+    "render_track": "render",
+    "run_batch": "batch",
+    "run_recording": "pipeline",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -305,6 +305,7 @@ _SAR = re.compile(r"SAR (\d+):(\d+)")
 _FPS = re.compile(r"([\d.]+(?:k)?) (fps|tbn)")
 _RATE = re.compile(r"(\d+) Hz")
 _CHANNELS = re.compile(r"Hz, ([^,]+)")
+_WAV_PROBE = ("-probesize", str(64 << 10))
 # "Display Matrix: rotation of 90.00 degrees" (ffmpeg 9), "displaymatrix: ..." (ffmpeg 5).
 _ROTATION = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.I)
 
@@ -329,7 +330,8 @@ def probe_many(paths: Sequence[Path], group: int = 32) -> dict[Path, MediaInfo |
     pending = list(paths)
     while pending:
         batch = pending[:group]
-        stderr = run_ffmpeg([arg for path in batch for arg in ("-i", file_arg(path))],
+        stderr = run_ffmpeg([arg for path in batch
+                             for arg in (*_probe_options(path), "-i", file_arg(path))],
                             check=False)
         sections = _INPUT.split(stderr)[1:]  # (index, format, text) for each described input
         described = len(sections) // 3
@@ -363,6 +365,22 @@ def _unopened(path: Path, why: str) -> MediaInfo | MediaError:
         return MediaInfo(format="unknown", duration=0.0, start=0.0, audio=None, video=None,
                          header_only=True)
     return MediaError(f"{path.name}: not readable media ({why})")
+
+
+def _probe_options(path: Path) -> tuple[str, ...]:
+    """Input options for probing `path`: a WAV file is probed from its first 64 KiB.
+
+    ffmpeg reads up to 5 MB of a PCM WAV looking for compressed audio (S/PDIF,
+    MP3) behind the PCM tag: about 35 ms of CPU a file, 10-30 times the probe of
+    an MP4, WebM, M4A or MP3 part. Everything `MediaInfo` holds of a WAV is in
+    its RIFF header, and rendering decodes it with ffmpeg's own defaults.
+    """
+    try:
+        with path.open("rb") as source:
+            head = source.read(12)
+    except OSError:
+        return ()  # ffmpeg will say what is wrong with it
+    return _WAV_PROBE if head[:4] in (b"RIFF", b"RF64") and head[8:] == b"WAVE" else ()
 
 
 def _media_info(container: str, text: str) -> MediaInfo:

@@ -14,12 +14,13 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from ._arrivals import PartArrivals
 from .deliverables import DeliverableContext, DeliverableOptions, make_deliverables
 from .download import (
     DownloadProgress,
@@ -34,7 +35,6 @@ from .errors import (
     EXIT_TRACK_FAILED,
     AssemblerError,
     ManifestError,
-    MediaError,
     RenderError,
     StorageError,
     UsageError,
@@ -47,7 +47,7 @@ from .manifest import (
     load_document,
     load_documents,
 )
-from .media import FfmpegSlots, MediaInfo, probe_many, stop_all
+from .media import FfmpegSlots, MediaInfo, stop_all
 from .naming import part_filenames
 from .plan import DEFAULT_FPS, Plan, TrackPlan, make_plan
 from .render import RenderedTrack, RenderSettings, render_track
@@ -232,17 +232,14 @@ def _url_refresher(sources: Sources, documents: Documents, fetch: FetchDocument
     return fresh_url
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Fetched:
-    files: Mapping[str, Path]
-    probes: Mapping[str, MediaInfo]
-    lost: Mapping[str, AssemblerError]
-
-
 async def _fetch_parts(sources: Sources, documents: Documents, plan: Plan, out_dir: Path,
-                       options: RunOptions, events: RunEvents | None, ffmpeg: FfmpegSlots,
-                       *, only_used: bool) -> _Fetched:
-    """Download the parts (all, or only those the plan uses) and probe each one fetched."""
+                       options: RunOptions, events: RunEvents | None, arrivals: PartArrivals,
+                       *, only_used: bool) -> None:
+    """Download the parts (all, or only those the plan uses); each is probed as it lands.
+
+    When the download fails as a whole (cancelled, `parts/` not writable),
+    probing stops and no track waits any longer for a part.
+    """
     wanted: list[AudioPart | VideoPart] = [*documents.audio_parts, *documents.video_parts]
     if only_used:
         # Parts the plan leaves out (past the timeline end, wholly overlapped) are not fetched.
@@ -251,12 +248,14 @@ async def _fetch_parts(sources: Sources, documents: Documents, plan: Plan, out_d
     if events:
         events.parts_planned(len(wanted))
     fetch = _fetcher(options.download)
-    results = await download_parts(
-        _downloads(wanted, plan.part_files), out_dir / PARTS_DIR, options.download,
-        progress=events, refresh_url=_url_refresher(sources, documents, fetch))
-    probes, unreadable = await _probe_all(results.files, ffmpeg)
-    return _Fetched(files=results.files, probes=probes,
-                    lost={**results.failures, **unreadable})
+    try:
+        await download_parts(
+            _downloads(wanted, plan.part_files), out_dir / PARTS_DIR, options.download,
+            progress=arrivals, refresh_url=_url_refresher(sources, documents, fetch))
+        await arrivals.finish()
+    except BaseException:
+        arrivals.abandon()
+        raise
 
 
 async def download_recording(sources: Sources, out_dir: Path, options: RunOptions = RunOptions(),
@@ -264,13 +263,15 @@ async def download_recording(sources: Sources, out_dir: Path, options: RunOption
                              ffmpeg: FfmpegSlots | None = None) -> DownloadOutcome:
     """Fetch and probe every part of one recording into `out_dir/parts/`; render nothing.
 
+    Each part is probed as soon as it lands, while the others download.
     Raises `InvalidInputsError` before any media request when a document is
     invalid, and `StorageError` when `out_dir` cannot be written.
     """
     documents, plan = await plan_recording(sources, options)
-    fetched = await _fetch_parts(sources, documents, plan, out_dir, options, events,
-                                 ffmpeg or FfmpegSlots(options.jobs), only_used=False)
-    return DownloadOutcome(files=fetched.files, failures=fetched.lost)
+    arrivals = PartArrivals(ffmpeg or FfmpegSlots(options.jobs), events)
+    await _fetch_parts(sources, documents, plan, out_dir, options, events, arrivals,
+                       only_used=False)
+    return DownloadOutcome(files=arrivals.files, failures=arrivals.lost)
 
 
 async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = RunOptions(),
@@ -285,19 +286,29 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
     """
     ffmpeg = ffmpeg or FfmpegSlots(options.jobs)
     documents, plan = await plan_recording(sources, options)
-    fetched = await _fetch_parts(sources, documents, plan, out_dir, options, events, ffmpeg,
-                                 only_used=True)
-    renderable = _renderable(plan, fetched.lost)
-    rendered, render_failures = await _render_all(renderable, fetched, out_dir, options.render,
-                                                  events, ffmpeg)
-    failures = [*_lost_part_failures(fetched.lost),
+    arrivals = PartArrivals(ffmpeg, events)
+    # Tracks render as their own parts are in and probed, while other parts download.
+    rendering = asyncio.ensure_future(
+        _render_all(plan.tracks, arrivals, out_dir, options.render, events, ffmpeg))
+    try:
+        await _fetch_parts(sources, documents, plan, out_dir, options, events, arrivals,
+                           only_used=True)
+    except asyncio.CancelledError:
+        rendering.cancel()
+        raise
+    except BaseException:
+        await rendering  # tracks rendering finish; those still waiting give up
+        raise
+    rendered, render_failures = await rendering
+    renderable = _renderable(plan, arrivals.lost)
+    failures = [*_lost_part_failures(arrivals.lost),
                 *_track_failures(renderable, render_failures)]
     report = build_report(plan, rendered, failures, out_dir, inputs_fingerprint(sources, options))
     report = await make_deliverables(DeliverableContext(
         out_dir=out_dir, documents=documents, plan=plan, tracks=tuple(rendered),
         render=options.render, options=options.deliverables, report=report), ffmpeg)
     _write_report(out_dir, report)
-    return RunOutcome(report=report, download_failures=fetched.lost,
+    return RunOutcome(report=report, download_failures=arrivals.lost,
                       render_failures=render_failures)
 
 
@@ -341,44 +352,24 @@ def _write_report(out_dir: Path, report: Report) -> None:
                                f"{exc.strerror or exc}") from exc
 
 
-async def _probe_all(files: Mapping[str, Path], ffmpeg: FfmpegSlots
-                     ) -> tuple[dict[str, MediaInfo], dict[str, AssemblerError]]:
-    """Probe every part; one ffmpeg cannot open is moved aside and counted as lost.
-
-    Moving it aside (`<file>.unreadable`) keeps the evidence and lets a rerun
-    fetch the part again instead of taking the bad file for a complete one.
-    """
-    paths = list(files.values())
-    shares = [paths[index::ffmpeg.limit] for index in range(min(ffmpeg.limit, len(paths)))]
-    found: dict[Path, MediaInfo | MediaError] = {}
-    for share in await asyncio.gather(*(ffmpeg.call(probe_many, share) for share in shares)):
-        found.update(share)
-    probes: dict[str, MediaInfo] = {}
-    unreadable: dict[str, AssemblerError] = {}
-    for part_id, path in files.items():
-        result = found[path]
-        if isinstance(result, MediaError):
-            log.error("part %s: %s", part_id, result)
-            unreadable[part_id] = result
-            path.replace(path.with_name(path.name + ".unreadable"))
-        else:
-            probes[part_id] = result
-    return probes, unreadable
-
-
-async def _render_all(tracks: list[TrackPlan], fetched: _Fetched, out_dir: Path,
+async def _render_all(tracks: Sequence[TrackPlan], arrivals: PartArrivals, out_dir: Path,
                       settings: RenderSettings, events: RunEvents | None, ffmpeg: FfmpegSlots
                       ) -> tuple[list[RenderedTrack], dict[str, AssemblerError]]:
-    """Render every track, each in a worker thread holding one ffmpeg slot."""
+    """Render each track once its parts are probed, in a worker thread holding one ffmpeg slot.
+
+    A track with a part lost (or never settled) is left out, without an error
+    of its own: `_renderable` names it.
+    """
     rendered: dict[str, RenderedTrack] = {}
     failed: dict[str, AssemblerError] = {}
 
-    def render_one(track: TrackPlan) -> None:
+    def render_one(track: TrackPlan, files: Mapping[str, Path],
+                   probes: Mapping[str, MediaInfo]) -> None:
         if events:
             events.track_started(track)
         try:
-            rendered[track.path] = render_track(track, fetched.files, fetched.probes, out_dir,
-                                                settings, ffmpeg=ffmpeg)
+            rendered[track.path] = render_track(track, files, probes, out_dir, settings,
+                                                ffmpeg=ffmpeg)
         except AssemblerError as exc:
             log.error("%s not written: %s", track.path, exc)
             failed[track.path] = exc
@@ -388,8 +379,16 @@ async def _render_all(tracks: list[TrackPlan], fetched: _Fetched, out_dir: Path,
         if events:
             events.track_finished(track, None)
 
+    async def when_ready(track: TrackPlan) -> None:
+        await arrivals.settled(track.parts)
+        if all(part_id in arrivals.probes for part_id in track.parts):
+            # Copies taken on the loop: the download goes on adding to these maps.
+            await ffmpeg.call(render_one, track,
+                              {part_id: arrivals.files[part_id] for part_id in track.parts},
+                              {part_id: arrivals.probes[part_id] for part_id in track.parts})
+
     try:
-        await asyncio.gather(*(ffmpeg.call(render_one, track) for track in tracks))
+        await asyncio.gather(*(when_ready(track) for track in tracks))
     except asyncio.CancelledError:
         # Threads cannot be cancelled: closing the slots stops tracks not yet started, and
         # killing ffmpeg ends the others at once (render_track then removes their output).

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from .naming import participant_dir
 
@@ -55,6 +55,8 @@ KINDS: tuple[Kind, ...] = ("audio", "webcam", "screenshare")
 AUDIO_RATE = 48000
 DEFAULT_FPS = Fraction(30)
 AUDIO_FORMATS = ("flac", "wav", "opus", "m4a", "mp3")
+VideoStrategy = Literal["auto", "copy", "encode"]
+VIDEO_STRATEGIES: tuple[VideoStrategy, ...] = get_args(VideoStrategy)
 
 
 def seconds(value: float) -> Fraction:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import ffmpeg
 
@@ -28,12 +28,10 @@ from ._copy_layout import Entry
 from ._publish import clear_leftovers, temporary_name
 from .errors import CopyNotPossibleError, MediaError, RenderError
 from .media import FfmpegSlots, MediaInfo, ffmpeg_binary, file_arg, run_ffmpeg
-from .plan import AUDIO_FORMATS, AUDIO_RATE, TrackPlan, split
+from .plan import AUDIO_FORMATS, AUDIO_RATE, VIDEO_STRATEGIES, TrackPlan, VideoStrategy, split
 
 __all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track", "video_encode_argv"]
 
-VideoStrategy = Literal["auto", "copy", "encode"]
-VIDEO_STRATEGIES: tuple[VideoStrategy, ...] = get_args(VideoStrategy)
 Strategy = Literal["encode", "copy"]
 
 # Output codec settings per audio format (plan.AUDIO_FORMATS names them): (muxer, options).

@@ -38,13 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from assembler.media import MediaInfo, ffmpeg_output, file_arg, probe, run_ffmpeg  # noqa: E402
-from assembler.plan import Slot, TrackPlan, place  # noqa: E402
-from assembler.render import (  # noqa: E402
-    RenderedTrack,
-    RenderSettings,
-    VideoStrategy,
-    render_track,
-)
+from assembler.plan import Slot, TrackPlan, VideoStrategy, place  # noqa: E402
+from assembler.render import RenderedTrack, RenderSettings, render_track  # noqa: E402
 from tests.support.recording import RecordingBuilder  # noqa: E402
 
 SIZE = "1280x720"

@@ -5,7 +5,8 @@ its own event loop, so code under test talks to it over a real socket whether
 it is sync or async. Files come from a directory; Range and ETag are honoured
 by aiohttp's `FileResponse`. Faults replace a path's answer for a number of
 requests: a status with a body (404 forever, 503 twice, an S3 "expired" 403),
-or a body cut off after some bytes.
+or a body cut off after some bytes. A held path is answered only once the
+test releases it, to see what a client does while one download is pending.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
 __all__ = ["S3_EXPIRED", "Fault", "Hit", "MediaServer", "media_server", "serve_directory"]
@@ -66,6 +67,7 @@ class MediaServer:
         self.requests: Counter[str] = Counter()
         self.hits: list[Hit] = []
         self._faults: dict[str, list[Fault]] = {}
+        self._held: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
     def url(self, relpath: str, query: str = "") -> str:
@@ -80,6 +82,13 @@ class MediaServer:
     def cut(self, path: str, after: int, *, times: int | None = 1) -> None:
         """Send the full Content-Length but close the connection after `after` bytes."""
         self._add(path, Fault(200, times=times, cut_after=after))
+
+    def hold(self, path: str) -> Callable[[], None]:
+        """Answer requests of `path` only once the returned function has been called."""
+        released = threading.Event()
+        with self._lock:
+            self._held["/" + path.lstrip("/")] = released
+        return released.set
 
     def _add(self, path: str, fault: Fault) -> None:
         if fault.times is not None and fault.times < 1:
@@ -104,6 +113,10 @@ class MediaServer:
         self.requests[request.path] += 1
         self.hits.append(Hit(request.method, request.path, request.query_string,
                              request.headers.get("Range")))
+        with self._lock:
+            released = self._held.get(request.path)
+        while released is not None and not released.is_set():
+            await asyncio.sleep(0.01)
         fault = self._take_fault(request.path)
         if fault is not None and fault.cut_after is None:
             return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
