@@ -6,7 +6,7 @@ from recording time 0. The rules (the contract's, plus common broadcast
 practice for the pause and punctuation breaks):
 
 - a cue holds one speaker's words only, in order, each word once;
-- at most `MAX_LINES` lines of at most `MAX_CHARS` characters (SRT's
+- at most 2 lines of at most `MAX_CHARS` characters (SRT's
   `Name: ` prefix counts; WebVTT's `<v Name>` span is markup and does not);
 - at most `MAX_CUE_MS` long; it runs from its first word's start to its last
   word's end;
@@ -44,7 +44,6 @@ __all__ = ["CAPTIONS", "Cue", "SpokenWord", "build_cues", "format_srt", "format_
            "speaker_name", "transcript_words"]
 
 MAX_CHARS = 42
-MAX_LINES = 2
 MAX_CUE_MS = 7000
 PAUSE_MS = 1000
 MS = Fraction(1000)
@@ -98,34 +97,36 @@ def transcript_words(documents: Documents, duration: Fraction
     `[0, duration]` as the module docstring says.
     """
     end_ms = to_units(duration, MS)
-    dropped: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
     words: list[SpokenWord] = []
     for entry in documents.transcript:
+        latest = 0
         for word in entry.words:
             text = " ".join(word.text.split())
             start, end = _ms(word.start_timestamp.relative), _ms(word.end_timestamp.relative)
-            if not text:
-                dropped["empty"] += 1
-            elif end <= 0 and start < 0:
-                dropped["before 0"] += 1
-            elif start >= end_ms:
-                dropped["after the end"] += 1
-            else:
-                start, end = max(start, 0), min(max(end, start), end_ms)
-                dropped["cut"] += end < _ms(word.end_timestamp.relative)
-                words.extend(SpokenWord(entry.participant.id, piece, start, end)
-                             for piece in _pieces(text, dropped))
-    ordered = sorted(words, key=lambda word: word.start)
-    dropped["out of order"] += sum(a is not b for a, b in zip(words, ordered, strict=True))
-    return ordered, _word_warnings(dropped, float(duration))
+            left_out = _left_out(text, start, end, end_ms)
+            if left_out:
+                counts[left_out] += 1
+                continue
+            counts["out of order"] += start < latest
+            counts["cut"] += end > end_ms
+            counts["too long"] += any(len(piece) > MAX_CHARS for piece in text.split())
+            latest = max(latest, start)
+            words.append(SpokenWord(entry.participant.id, text, max(start, 0),
+                                    min(max(end, start), end_ms)))
+    words.sort(key=lambda word: word.start)
+    return words, _word_warnings(counts, float(duration))
 
 
-def _pieces(text: str, counts: Counter[str]) -> list[str]:
-    """A word as line-long pieces: longer than `MAX_CHARS` only if someone spelled it so."""
-    if len(text) <= MAX_CHARS:
-        return [text]
-    counts["too long"] += 1
-    return [text[index:index + MAX_CHARS] for index in range(0, len(text), MAX_CHARS)]
+def _left_out(text: str, start: int, end: int, end_ms: int) -> str | None:
+    """Why a word is left out (a key of `_word_warnings`), or None when it is kept."""
+    if not text:
+        return "empty"
+    if end <= 0 and start < 0:
+        return "before 0"
+    if start >= end_ms:
+        return "after the end"
+    return None
 
 
 def _word_warnings(counts: Counter[str], duration: float) -> list[str]:
@@ -155,8 +156,19 @@ def build_cues(words: Sequence[SpokenWord], names: dict[int, str], *, prefix: bo
     for participant, spoken in by_speaker.items():
         name = names.get(participant) or f"Participant {participant}"
         first_width = MAX_CHARS - len(_srt_prefix(name)) if prefix else MAX_CHARS
-        cues.extend(_speaker_cues(participant, name, spoken, first_width))
+        cues.extend(_speaker_cues(participant, name, _pieces(spoken, first_width), first_width))
     return sorted(cues, key=lambda cue: (cue.start, cue.end))
+
+
+def _pieces(words: Sequence[SpokenWord], width: int) -> list[SpokenWord]:
+    """Words as tokens of at most `width` characters: a longer token is cut into pieces
+    that keep its times (no line could hold it whole)."""
+    pieces: list[SpokenWord] = []
+    for word in words:
+        for token in word.text.split(" "):
+            pieces.extend(SpokenWord(word.participant, token[index:index + width], word.start,
+                                     word.end) for index in range(0, len(token), width))
+    return pieces
 
 
 def _speaker_cues(participant: int, name: str, words: Sequence[SpokenWord],
@@ -185,8 +197,7 @@ def _fits(held: Sequence[SpokenWord], word: SpokenWord, first_width: int) -> boo
 
 def _cue(participant: int, name: str, words: Sequence[SpokenWord], first_width: int) -> Cue:
     lines = _layout([word.text for word in words], first_width)
-    if lines is None:  # a lone piece wider than a first line shortened by a long name
-        lines = (" ".join(word.text for word in words),)
+    assert lines is not None  # a cue grows only while it fits, and every piece fits a line
     start = words[0].start
     end = min(max(word.end for word in words), start + MAX_CUE_MS)  # one overlong word
     return Cue(participant=participant, speaker=name, lines=lines, start=start, end=end)
@@ -249,7 +260,6 @@ def format_srt(cues: Iterable[Cue]) -> str:
 _FORMATTERS = {"vtt": format_vtt, "srt": format_srt}
 
 
-@dataclass(frozen=True, slots=True)
 class Captions:
     """The captions deliverable: `DIR/captions.<fmt>` and one per participant who spoke."""
 

@@ -167,7 +167,6 @@ def build_timeline(plan: Plan, tracks: Sequence[TrackPlan], documents: Documents
     return timeline, warnings
 
 
-@dataclass(frozen=True, slots=True)
 class Timeline:
     """The timeline deliverable: `DIR/timeline.otio` and `DIR/timeline.xml` (FCP 7 XML)."""
 
