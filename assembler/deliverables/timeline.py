@@ -180,12 +180,12 @@ class Timeline:
                 for fmt in context.options.timeline]
 
     def write(self, context: DeliverableContext, output: Output, target: Path) -> list[str]:
+        if not context.tracks:
+            raise DeliverableError("no track was written: a timeline would be empty")
         adapter = _FILES[output.format][1]
         timeline, warnings = build_timeline(
             context.plan, [rendered.track for rendered in context.tracks], context.documents,
             audio_in_frames=output.format == "fcp7xml")
-        if not context.tracks:
-            raise DeliverableError("no track was written: a timeline would be empty")
         text = otio.adapters.write_to_string(timeline, adapter_name=adapter)
         target.write_text(text, encoding="utf-8")
         return warnings
