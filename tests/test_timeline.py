@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import opentimelineio as otio
 import pytest
 
+from assembler.deliverables import DeliverableContext, DeliverableOptions, make_deliverables
 from assembler.deliverables.timeline import build_timeline
 from assembler.manifest import (
     AUDIO_PARTS,
@@ -24,7 +26,10 @@ from assembler.manifest import (
     SpeakerSegment,
     Timestamp,
 )
+from assembler.media import FfmpegSlots
 from assembler.plan import make_plan, time_of_day
+from assembler.render import RenderSettings
+from assembler.report import build_report
 from tests.support.recording import RecordingBuilder
 from tests.support.server import serve_directory
 
@@ -264,3 +269,17 @@ def test_cli_timeline_markers_are_within_a_frame_of_the_documents(
     otio_markers = otio.adapters.read_from_file(str(out / "timeline.otio")).tracks.markers
     chat = next(m for m in otio_markers if m.name == "chat_message Participant 2")
     assert chat.comment == "can you see my screen?"
+
+
+def test_a_run_whose_tracks_all_failed_gets_no_timeline_but_an_error(tmp_path: Path) -> None:
+    documents = _documents()
+    plan = _plan(documents)
+    context = DeliverableContext(
+        out_dir=tmp_path, documents=documents, plan=plan, tracks=(), render=RenderSettings(),
+        options=DeliverableOptions(timeline=("otio", "fcp7xml")),
+        report=build_report(plan, [], [], tmp_path, "inputs"))
+    report = asyncio.run(make_deliverables(context, FfmpegSlots(1)))
+    assert [(entry["path"], entry.get("error")) for entry in report["outputs"]] == [
+        ("timeline.otio", "no track was written: a timeline would be empty"),
+        ("timeline.xml", "no track was written: a timeline would be empty")]
+    assert not list(tmp_path.iterdir())
