@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import sys
+from datetime import timedelta
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,8 @@ from assembler.deliverables.captions import (
     format_vtt,
     transcript_words,
 )
-from assembler.manifest import Documents, Participant, Timestamp, TranscriptEntry, Word
-from tests.support.recording import RecordingBuilder
+from assembler.manifest import Documents, TranscriptEntry
+from tests.support.recording import RECORDING_START, RecordingBuilder
 from tests.support.server import serve_directory
 
 if TYPE_CHECKING:
@@ -38,13 +39,10 @@ Said = tuple[str, float, float]  # a word: text, start and end in seconds
 
 
 def _entry(participant: int, said: Sequence[Said], name: str | None = None) -> TranscriptEntry:
-    # model_construct: the side documents may carry times before 0 (times are not checked here).
-    stamp = Timestamp.model_construct
-    words = [Word.model_construct(text=text, start_timestamp=stamp(relative=start, absolute=None),
-                                  end_timestamp=stamp(relative=end, absolute=None))
-             for text, start, end in said]
-    return TranscriptEntry.model_construct(
-        participant=Participant(id=participant, name=name), words=words)
+    words = [{"text": text, "start_timestamp": {"relative": start, "absolute": None},
+              "end_timestamp": {"relative": end, "absolute": None}} for text, start, end in said]
+    return TranscriptEntry.model_validate(
+        {"participant": {"id": participant, "name": name}, "words": words})
 
 
 def _spoken(participant: int, text: str, start: float, step: float = 0.3) -> list[SpokenWord]:
@@ -216,7 +214,7 @@ _MS = srt.timedelta(milliseconds=1)
 # End to end: `assembler run` on a recording served on loopback, its transcript replaced.
 
 def _stamp_json(relative: float, absolute: bool) -> dict[str, Any]:
-    moment = f"2025-07-17T14:00:{relative:06.3f}Z" if absolute else None
+    moment = (RECORDING_START + timedelta(seconds=relative)).isoformat() if absolute else None
     return {"relative": relative, "absolute": moment}
 
 
@@ -242,9 +240,10 @@ def test_cli_writes_everyones_and_each_persons_captions(tmp_path: Path) -> None:
         manifests = build.write(server.base_url)
         ada, nameless = (build.participants[pid].as_json() for pid in (1, 2))
         manifests.transcript.write_text(json.dumps([
-            _transcript_json(ada, [("Hello", 0.1, 0.4), ("everyone.", 0.45, 0.9),
-                                   ("Shall", 2.5, 2.7), ("we", 2.75, 2.9), ("", 3.0, 3.1),
-                                   ("begin?", 3.0, 3.6), ("late", 4.5, 4.8)], absolute=True),
+            _transcript_json(ada, [("Um", -0.6, -0.1), ("Hello", 0.1, 0.4),
+                                   ("everyone.", 0.45, 0.9), ("Shall", 2.5, 2.7),
+                                   ("we", 2.75, 2.9), ("", 3.0, 3.1), ("begin?", 3.0, 3.6),
+                                   ("late", 4.5, 4.8)], absolute=True),
             _transcript_json(nameless, [("Yes", 1.2, 1.5), ("please", 1.55, 2.001)],
                              absolute=False),  # asynchronous transcription: no absolute
         ]))
@@ -271,6 +270,7 @@ def test_cli_writes_everyones_and_each_persons_captions(tmp_path: Path) -> None:
     assert all("sha256" in entry for entry in outputs.values())
     messages = [w["message"] for w in report["warnings"] if w.get("output") == "captions.vtt"]
     assert messages == ["transcript: 1 empty word(s) left out",
+                        "transcript: 1 word(s) ending before the recording start left out",
                         "transcript: 1 word(s) starting after the timeline end (4 s) left out"]
 
 

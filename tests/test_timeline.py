@@ -149,12 +149,11 @@ def test_markers_for_speaker_turns_and_participant_events() -> None:
 
 def test_turns_and_events_outside_the_timeline_are_clipped_or_left_out() -> None:
     documents = _documents()
-    stamp, who = Timestamp.model_construct, Participant(id=1, name="Ada Lovelace")
 
     def turn(start: float, end: float) -> SpeakerSegment:
-        # model_construct: times before 0 are allowed in the side documents.
-        return SpeakerSegment.model_construct(participant=who, start_timestamp=stamp(
-            relative=start), end_timestamp=stamp(relative=end))
+        return SpeakerSegment(participant=Participant(id=1, name="Ada Lovelace"),
+                              start_timestamp=Timestamp(relative=start),
+                              end_timestamp=Timestamp(relative=end))
 
     late = documents.participant_events[0].model_copy(
         update={"timestamp": Timestamp(relative=12.0)})
