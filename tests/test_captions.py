@@ -143,6 +143,14 @@ def test_messy_transcripts_keep_every_usable_word_and_say_what_was_dropped() -> 
     assert all(len(cue.lines[0]) <= 28 and len(cue.lines[-1]) <= MAX_CHARS for cue in cues)
 
 
+def test_a_word_across_the_recording_start_is_clipped_at_0_without_a_warning() -> None:
+    documents = Documents(transcript=(_entry(1, [("So", -0.3, 0.2), ("then", 0.3, 0.5)]),))
+    words, warnings = transcript_words(documents, Fraction(9))
+    assert [(word.text, word.start, word.end) for word in words] == [
+        ("So", 0, 200), ("then", 300, 500)]
+    assert warnings == []
+
+
 def _random_transcript(seed: int) -> list[TranscriptEntry]:
     """Three speakers talking over each other, with sentences, pauses and odd word lengths."""
     chance = random.Random(seed)

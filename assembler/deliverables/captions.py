@@ -100,7 +100,7 @@ def transcript_words(documents: Documents, duration: Fraction
     counts: Counter[str] = Counter()
     words: list[SpokenWord] = []
     for entry in documents.transcript:
-        latest = 0
+        latest: int | None = None  # the latest start so far in this person's words
         for word in entry.words:
             text = " ".join(word.text.split())
             start, end = _ms(word.start_timestamp.relative), _ms(word.end_timestamp.relative)
@@ -108,10 +108,10 @@ def transcript_words(documents: Documents, duration: Fraction
             if left_out:
                 counts[left_out] += 1
                 continue
-            counts["out of order"] += start < latest
+            counts["out of order"] += latest is not None and start < latest
             counts["cut"] += end > end_ms
             counts["too long"] += any(len(piece) > MAX_CHARS for piece in text.split())
-            latest = max(latest, start)
+            latest = start if latest is None else max(latest, start)
             words.append(SpokenWord(entry.participant.id, text, max(start, 0),
                                     min(max(end, start), end_ms)))
     words.sort(key=lambda word: word.start)
