@@ -119,7 +119,7 @@ class PartArrivals(NoProgress):
 
     def _settle(self, part_id: str, path: Path, result: MediaInfo | MediaError) -> None:
         if isinstance(result, MediaError):
-            log.error("part %s: %s", part_id, result)
+            log.error("part %s: %s", part_id, result, extra={"fields": {"part": part_id}})
             self.lost[part_id] = result
             path.replace(path.with_name(path.name + ".unreadable"))
         else:

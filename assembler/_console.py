@@ -1,171 +1,421 @@
-"""What the CLI shows while it works: a rich progress display, or JSON log lines.
+"""What the CLI shows while it works: log handlers, the run's and the batch's progress display.
 
-Private to `assembler.cli`, and imported only once a command runs: `--help`
-and argument errors do not pay for rich.
+Only `cli` uses this module. A live display needs a terminal; without one
+(a pipe, a file, `--json-logs`) progress becomes log lines, each whole on
+one line, so a command in them can be copied.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import logging
+import sys
+import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, RenderableType
+from rich.console import Console
+from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
     TaskID,
     TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
-    from .batch import Row
+    from .batch import Job, Row
     from .errors import AssemblerError, DownloadError
-    from .plan import TrackPlan
+    from .plan import Plan, TrackPlan
+    from .render import RenderedTrack
 
-__all__ = ["BatchConsoleEvents", "Console", "ConsoleEvents", "progress_display"]
+__all__ = ["BatchDisplay", "Console", "RunDisplay", "configure_logging", "live_progress"]
 
 log = logging.getLogger("assembler")
 
+LABEL_WIDTH = 26  # a row's name: "Ada Lovelace webcam 12/40" fits
+NAME_WIDTH = 14  # a participant's name inside a row's name
 
-class ConsoleEvents:
-    """Run events shown as a rich progress display, or as JSON log lines."""
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the record's `fields`."""
+
+    def __init__(self, context: Callable[[], dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.context = context  # fields every line carries (a batch's recording id)
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {"time": round(record.created, 3),
+                                 "level": record.levelname.lower(),
+                                 "logger": record.name, "message": record.getMessage()}
+        if self.context:
+            entry.update(self.context())
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info and record.levelno >= logging.ERROR:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class PlainFormatter(logging.Formatter):
+    """`level: message`, never wrapped, prefixed `[<recording id>]` inside a batch."""
+
+    def __init__(self, context: Callable[[], dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.context = context
+
+    def format(self, record: logging.LogRecord) -> str:
+        recording = (self.context() if self.context else {}).get("id")
+        prefix = f"[{recording}] " if recording else ""
+        return f"{record.levelname.lower()}: {prefix}{record.getMessage()}"
+
+
+def configure_logging(*, json_logs: bool, verbose: bool, console: Console,
+                      context: Callable[[], dict[str, Any]] | None = None) -> None:
+    """Send the `assembler` loggers to stderr: JSON, rich (a terminal) or plain lines."""
+    handler: logging.Handler
+    if json_logs:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter(context))
+    elif console.is_terminal:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_time=False, show_path=False,
+                              markup=False, highlighter=None)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(PlainFormatter(context))
+    root = logging.getLogger("assembler")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _event(message: str, **fields: Any) -> None:
+    """An INFO line for machines (`--json-logs`); its `event` field names what happened."""
+    log.info("%s %s", message, " ".join(f"{key}={value}" for key, value in fields.items()),
+             extra={"fields": {"event": message, **fields}})
+
+
+class _Detail(ProgressColumn):
+    """The row's own words beside its bar: bytes, percent, speed, time left."""
+
+    def render(self, task: Task) -> Text:
+        return Text(task.fields.get("detail", ""), no_wrap=True, overflow="ellipsis")
+
+
+def live_progress(console: Console) -> Progress:
+    """The live display: a name, a bar and a detail per row; gone when the run ends."""
+    return Progress(
+        TextColumn("{task.description}", table_column=Column(
+            width=LABEL_WIDTH, no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=6)),
+        _Detail(table_column=Column(no_wrap=True, overflow="ellipsis", min_width=10)),
+        console=console, transient=True, expand=True, refresh_per_second=5)
+
+
+def _task(progress: Progress, task_id: TaskID) -> Task:
+    return next(task for task in progress.tasks if task.id == task_id)
+
+
+def _size(nbytes: float) -> str:
+    return decimal(int(nbytes)).replace(" ", "")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return (f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600
+            else f"{seconds // 60}:{seconds % 60:02d}")
+
+
+def _left(task: Task) -> str:
+    """Time left from the row's own pace, once it has one."""
+    remaining = task.time_remaining
+    return f" {_duration(remaining)} left" if remaining is not None else ""
+
+
+def _name(name: str | None, participant_id: int) -> str:
+    shown = name.strip() if name and name.strip() else f"#{participant_id}"
+    return shown if len(shown) <= NAME_WIDTH else shown[:NAME_WIDTH - 1] + "…"
+
+
+def part_labels(plan: Plan) -> dict[str, str]:
+    """`<participant> <kind> <n>/<m>` for each part the plan uses, by part id."""
+    labels: dict[str, str] = {}
+    for person in plan.participants:
+        for track in person.tracks:
+            ids = list(dict.fromkeys(track.parts))
+            for number, part_id in enumerate(ids, 1):
+                labels.setdefault(
+                    part_id, f"{_name(person.name, person.id)} {track.kind} {number}/{len(ids)}")
+    return labels
+
+
+class _Downloads:
+    """Counts behind the overall download row; totals only ever grow as sizes become known."""
+
+    def __init__(self, planned: int) -> None:
+        self.planned = planned
+        self.fetched = self.kept = self.failed = 0
+        self.sizes: dict[str, int] = {}  # part id -> total bytes, once its response said
+        self.got: dict[str, int] = {}  # part id -> bytes on disk (resumed bytes included)
+        self.transferred = 0  # bytes received by this run
+        self.started: float | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.fetched + self.kept + self.failed
+
+    def fraction_done(self) -> float:
+        """Parts done, plus the share of each part under way: a count that never jumps back."""
+        under_way = sum(min(self.got.get(part_id, 0) / size, 1.0)
+                        for part_id, size in self.sizes.items() if part_id in self.got and size)
+        return self.fetched + self.kept + self.failed + under_way
+
+    def describe(self) -> str:
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"parts {self.finished}/{self.planned}{failed}"
+
+    def detail(self) -> str:
+        got = sum(self.got.values())
+        known = sum(self.sizes.values())
+        speed = ""
+        if self.started is not None and self.transferred:
+            rate = self.transferred / max(time.monotonic() - self.started, 1e-3)
+            speed = f" {_size(rate)}/s"
+        return f"{_size(got)}/{_size(known)}{speed}" if known else "waiting"
+
+    def summary(self) -> str:
+        if not self.fetched and not self.failed:
+            return f"all {self.kept} parts on disk"
+        kept = f", {self.kept} already on disk" if self.kept else ""
+        failed = f", {self.failed} failed" if self.failed else ""
+        return (f"downloaded {self.fetched} part{'s' * (self.fetched != 1)} "
+                f"({_size(self.transferred)}){kept}{failed}")
+
+
+class RunDisplay:
+    """A run's events as a live display (`progress`) and as JSON event lines (`json_events`).
+
+    Download events arrive on the event loop, track events from render threads.
+    """
 
     def __init__(self, progress: Progress | None, *, json_events: bool) -> None:
         self.progress = progress
-        self.json_events = json_events  # one JSON line per part and track, for machines
-        self.tasks: dict[str, TaskID] = {}
-        self.overall: TaskID | None = None  # every part's bytes, with parts done and failed
-        self.planned = self.done = self.failed = 0
-        self.total_bytes = 0
+        self.json_events = json_events
+        self.rows: dict[str, TaskID] = {}  # by part id or track path
+        self.labels: dict[str, str] = {}
+        self.downloads = _Downloads(0)
+        self.overall: TaskID | None = None
+        self.tracks_row: TaskID | None = None
+        self.tracks: Counter[str] = Counter()  # planned, written, failed
+        self.lock = threading.Lock()  # render threads report at once
 
-    def _describe_overall(self) -> str:
-        failures = f", {self.failed} failed" if self.failed else ""
-        return f"parts {self.done}/{self.planned}{failures}"
+    # --- downloads (event loop) ---
 
-    def parts_planned(self, count: int) -> None:
-        self.planned = count
-        if self.progress:
-            self.overall = self.progress.add_task(self._describe_overall(), total=None,
-                                                  bytes=True)
+    def parts_planned(self, plan: Plan, part_ids: Sequence[str]) -> None:
+        self.labels = part_labels(plan)
+        self.downloads = _Downloads(len(part_ids))
+        self.tracks["planned"] = len(plan.tracks)
+        if self.progress and part_ids:
+            self.overall = self.progress.add_task(self.downloads.describe(),
+                                                  total=len(part_ids), detail="")
 
-    def _part_over(self, part_id: str, failed: bool) -> None:
-        self.done += not failed
-        self.failed += failed
-        if not self.progress:
-            return
-        if part_id in self.tasks:
-            self.progress.remove_task(self.tasks.pop(part_id))
-        if self.overall is not None:
-            self.progress.update(self.overall, description=self._describe_overall())
-
-    def _event(self, message: str, **fields: Any) -> None:
-        if not self.json_events:
-            return
-        log.info("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()),
-                 extra={"fields": {"event": message, **fields}})
+    def _label(self, part_id: str) -> str:
+        return self.labels.get(part_id) or f"part {part_id[:8]}"
 
     def part_started(self, part_id: str, total_bytes: int | None, resumed_from: int) -> None:
+        downloads = self.downloads
+        if downloads.started is None:
+            downloads.started = time.monotonic()
+        if total_bytes:
+            downloads.sizes[part_id] = total_bytes
+        downloads.got[part_id] = resumed_from  # a retry resumes from here, or from 0
         if not self.progress:
             return
-        self.tasks[part_id] = self.progress.add_task(
-            f"  {part_id[:24]}", total=total_bytes, completed=resumed_from, bytes=True)
-        if self.overall is not None and total_bytes:
-            self.total_bytes += total_bytes - resumed_from
-            self.progress.update(self.overall, total=self.total_bytes)
+        if part_id in self.rows:
+            self.progress.update(self.rows[part_id], total=total_bytes, completed=resumed_from)
+        else:
+            self.rows[part_id] = self.progress.add_task(
+                f"  {self._label(part_id)}", total=total_bytes, completed=resumed_from,
+                detail="")
+        self._show_part(part_id)
 
     def part_advanced(self, part_id: str, nbytes: int) -> None:
-        if self.progress and part_id in self.tasks:
-            self.progress.advance(self.tasks[part_id], nbytes)
-            if self.overall is not None:
-                self.progress.advance(self.overall, nbytes)
+        downloads = self.downloads
+        downloads.got[part_id] = downloads.got.get(part_id, 0) + nbytes
+        downloads.transferred += nbytes
+        if self.progress and part_id in self.rows:
+            self.progress.advance(self.rows[part_id], nbytes)
+            self._show_part(part_id)
+
+    def _show_part(self, part_id: str) -> None:
+        assert self.progress is not None
+        task = _task(self.progress, self.rows[part_id])
+        size = f"/{_size(task.total)}" if task.total else ""
+        self.progress.update(self.rows[part_id],
+                             detail=f"{_size(task.completed)}{size}{_left(task)}")
+        self._show_overall()
+
+    def _show_overall(self) -> None:
+        if self.progress and self.overall is not None:
+            self.progress.update(self.overall, completed=self.downloads.fraction_done(),
+                                 description=self.downloads.describe(),
+                                 detail=self.downloads.detail())
 
     def part_finished(self, part_id: str, path: Path, skipped: bool) -> None:
-        self._part_over(part_id, failed=False)
-        self._event("downloaded part" if not skipped else "kept part",
-                    part=part_id, file=path.name)
+        downloads = self.downloads
+        if skipped:
+            downloads.kept += 1
+        else:
+            downloads.fetched += 1
+        self._part_over(part_id)
+        if self.json_events:
+            _event("kept part" if skipped else "downloaded part", part=part_id,
+                   file=path.name)
 
     def part_failed(self, part_id: str, error: DownloadError) -> None:
-        self._part_over(part_id, failed=True)
+        self.downloads.failed += 1
+        self._part_over(part_id)
+
+    def _part_over(self, part_id: str) -> None:
+        self.downloads.sizes.pop(part_id, None)
+        self.downloads.got.pop(part_id, None)
+        if self.progress and part_id in self.rows:
+            self.progress.remove_task(self.rows.pop(part_id))
+        self._show_overall()
+        if self.downloads.finished == self.downloads.planned:
+            if self.progress and self.overall is not None:  # the summary line says it now
+                self.progress.remove_task(self.overall)
+                self.overall = None
+            log.info("%s", self.downloads.summary(),
+                     extra={"fields": {"event": "parts done", "downloaded":
+                                       self.downloads.fetched, "kept": self.downloads.kept,
+                                       "failed": self.downloads.failed}})
+
+    # --- tracks (render threads) ---
 
     def track_started(self, track: TrackPlan) -> None:
-        if self.progress:
-            self.tasks[track.path] = self.progress.add_task(f"render {track.path}", total=None)
+        if not self.progress:
+            return
+        with self.lock:
+            if self.tracks_row is None:
+                self.tracks_row = self.progress.add_task(self._describe_tracks(),
+                                                         total=None, detail="")
+            self.rows[track.path] = self.progress.add_task(
+                f"  {self._track_label(track)}", total=track.duration, detail="starting")
 
-    def track_finished(self, track: TrackPlan, error: AssemblerError | None) -> None:
-        if self.progress and track.path in self.tasks:
-            self.progress.remove_task(self.tasks.pop(track.path))
-        if error is None:
-            self._event("wrote track", track=track.path)
+    def _track_label(self, track: TrackPlan) -> str:
+        folder = track.path.split("/")[-2] if "/" in track.path else track.path
+        return f"{folder} {track.kind}"
+
+    def _describe_tracks(self) -> str:
+        failed = f", {self.tracks['failed']} failed" if self.tracks["failed"] else ""
+        done = self.tracks["written"] + self.tracks["failed"]
+        return f"tracks {done}/{self.tracks['planned']}{failed}"
+
+    def track_advanced(self, track: TrackPlan, seconds: float) -> None:
+        if not self.progress or track.path not in self.rows:
+            return
+        row = self.rows[track.path]
+        self.progress.update(row, completed=min(seconds, track.duration))
+        task = _task(self.progress, row)
+        percent = 100 * task.completed / track.duration if track.duration else 100
+        self.progress.update(row, detail=f"{percent:3.0f}%{_left(task)}")
+
+    def track_finished(self, track: TrackPlan, result: RenderedTrack | AssemblerError) -> None:
+        from .errors import AssemblerError
+
+        failed = isinstance(result, AssemblerError)
+        with self.lock:
+            self.tracks["failed" if failed else "written"] += 1
+            if self.progress:
+                if track.path in self.rows:
+                    self.progress.remove_task(self.rows.pop(track.path))
+                if self.tracks_row is not None:
+                    self.progress.update(self.tracks_row, description=self._describe_tracks())
+        if self.json_events and not isinstance(result, AssemblerError):
+            _event("wrote track", track=track.path, strategy=result.strategy,
+                   duration=result.track.duration, rate=str(result.track.rate))
 
 
-class BatchConsoleEvents:
-    """Batch progress: recordings done, failed and skipped, throughput and ETA.
+class BatchDisplay:
+    """Batch progress: recordings done and running, a pace counting only real work.
 
-    Without a live display (not a terminal, `--json-logs`), each finished
-    recording is one log line; `--quiet` keeps only the JSON lines.
+    Skipped (already complete) and invalid recordings take no time: they shrink
+    the work left instead of counting as done, so the pace and time left are
+    those of recordings actually made.
     """
 
-    def __init__(self, args: argparse.Namespace, console: Console) -> None:
-        self.progress = None if args.quiet or args.json_logs or not console.is_terminal else (
-            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                     TextColumn("{task.fields[tally]}"), TimeRemainingColumn(),
-                     console=console, transient=True))
-        self.log_each = args.json_logs or not (args.quiet or self.progress)
+    def __init__(self, progress: Progress | None, *, log_each: bool) -> None:
+        self.progress = progress
+        self.log_each = log_each
         self.task: TaskID | None = None
+        self.running_row: TaskID | None = None
+        self.running: dict[str, float] = {}  # recording id -> when it started
         self.counts: Counter[str] = Counter()
-        self.started = time.monotonic()
+        self.first_start: float | None = None
+
+    def pace(self) -> str:
+        """Recordings made per minute since the first one started; skipped ones not counted."""
+        worked = self.counts["ok"] + self.counts["failed"]
+        if not worked or self.first_start is None:
+            return ""
+        per_minute = 60 * worked / max(time.monotonic() - self.first_start, 1e-3)
+        return f"{per_minute:.1f}/min"
 
     def tally(self) -> str:
-        done = self.counts["ok"] + self.counts["failed"] + self.counts["invalid"]
-        # Skipped recordings take no time: counting them would overstate the pace.
-        per_minute = 60 * done / max(time.monotonic() - self.started, 1e-3)
+        pace = f" ({self.pace()} recordings)" if self.pace() else ""
         return (f"{self.counts['ok']} ok, {self.counts['skipped']} skipped, "
-                f"{self.counts['failed']} failed, {self.counts['invalid']} invalid "
-                f"({per_minute:.1f} recordings/min)")
+                f"{self.counts['failed']} failed, {self.counts['invalid']} invalid{pace}")
+
+    def _counts(self) -> str:
+        shown = [f"{self.counts[status]} {status}" for status in ("failed", "invalid", "skipped")
+                 if self.counts[status]]
+        return ", ".join([*shown, self.pace()] if self.pace() else shown)
 
     def batch_started(self, total: int) -> None:
         if self.progress:
-            self.task = self.progress.add_task("recordings", total=total, tally="")
+            self.task = self.progress.add_task("recordings", total=total, detail="")
+            self.running_row = self.progress.add_task("  running", total=None, detail="")
+
+    def recording_started(self, job: Job) -> None:
+        if self.first_start is None:
+            self.first_start = time.monotonic()
+        self.running[job.id] = time.monotonic()
+        self._show_running()
+
+    def _show_running(self) -> None:
+        if self.progress and self.running_row is not None:
+            self.progress.update(self.running_row, description=f"  running {len(self.running)}",
+                                 detail=", ".join(self.running) or "-")
 
     def recording_finished(self, row: Row) -> None:
-        self.counts[row["status"]] += 1
+        status = row["status"]
+        self.counts[status] += 1
+        self.running.pop(row["id"] or "", None)
+        self._show_running()
         if self.progress and self.task is not None:
-            self.progress.update(self.task, advance=1, tally=self.tally())
-        bad = row["status"] in ("failed", "invalid")
+            if status in ("skipped", "invalid"):  # no work done: less work left
+                task = _task(self.progress, self.task)
+                self.progress.update(self.task, total=(task.total or 1) - 1)
+            else:
+                self.progress.advance(self.task, 1)
+            task = _task(self.progress, self.task)
+            self.progress.update(self.task, description=f"recordings {int(task.completed)}/"
+                                                        f"{int(task.total or 0)}",
+                                 detail=f"{self._counts()}{_left(task)}")
+        bad = status in ("failed", "invalid")
         if self.log_each or (self.progress and bad):
             name = row["id"] or f"line {row['line']}"
-            log.log(logging.WARNING if bad else logging.INFO, "%s %s%s", name, row["status"],
+            log.log(logging.WARNING if bad else logging.INFO, "%s %s%s", name, status,
                     f": {row['error']}" if "error" in row else "",
                     extra={"fields": {"event": "recording finished", **row,
                                       "done": sum(self.counts.values())}})
-
-
-class _ForBytes(ProgressColumn):
-    """Shows `column` on rows that count bytes (downloads); blank on render rows."""
-
-    def __init__(self, column: ProgressColumn) -> None:
-        super().__init__()
-        self.column = column
-
-    def render(self, task: Task) -> RenderableType:
-        return self.column.render(task) if task.fields.get("bytes") else Text("")
-
-
-def progress_display(args: argparse.Namespace, console: Console) -> Progress | None:
-    if args.quiet or args.json_logs or not console.is_terminal:
-        return None
-    return Progress(TextColumn("{task.description}"), BarColumn(),
-                    _ForBytes(DownloadColumn()), _ForBytes(TransferSpeedColumn()),
-                    _ForBytes(TimeRemainingColumn()), console=console, transient=True)

@@ -27,6 +27,7 @@ import re
 import threading
 import time
 from collections import Counter
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict, TypeVar
@@ -58,8 +59,8 @@ from .report import read_report, write_json
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator
 
-__all__ = ["BATCH_NAME", "BatchEvents", "BatchOutcome", "Job", "Row", "plan_jobs", "read_jobs",
-           "run_batch", "run_job", "run_on_worker"]
+__all__ = ["BATCH_NAME", "BatchEvents", "BatchOutcome", "Job", "Row", "current_recording",
+           "plan_jobs", "read_jobs", "run_batch", "run_job", "run_on_worker"]
 
 BATCH_NAME = "batch.json"
 BATCH_VERSION = 1
@@ -95,10 +96,19 @@ class Job:
 
 
 class BatchEvents(Protocol):
-    """What a caller hears about a batch; called from the thread that runs `run_batch`."""
+    """What a caller hears about a batch; called from the thread that runs `run_batch`.
+
+    `recording_started` comes when a recording is handed to a thread or the
+    cluster (not for skipped or invalid lines), `recording_finished` for every line.
+    """
 
     def batch_started(self, total: int) -> None: ...
+    def recording_started(self, job: Job) -> None: ...
     def recording_finished(self, row: Row) -> None: ...
+
+
+# The recording the current thread or task works on, for log lines to name it.
+current_recording: ContextVar[str | None] = ContextVar("assembler_recording", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +270,7 @@ def run_job(job: Job, root: Path, options: RunOptions, *, download_only: bool = 
     `download_only` fetches its parts and renders nothing, as `run --download-only`.
     """
     started = time.monotonic()
+    current_recording.set(job.id)  # run_job owns its thread: the value lasts as long as it
     error: str | None
     out_dir = root / job.id
     work: Awaitable[RunOutcome | DownloadOutcome] = (
@@ -336,6 +347,8 @@ def _drain(jobs: Iterator[Job], submit: Callable[[Job], cf.Future[Row]], window:
     running: dict[cf.Future[Row], Job] = {}
     for job in jobs:
         running[submit(job)] = job
+        if ledger.events:
+            ledger.events.recording_started(job)
         while len(running) >= window:
             _record_done(running, ledger)
     while running:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from contextlib import nullcontext
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import (
     EXIT_BAD_INPUT,
@@ -34,53 +35,92 @@ from .plan import AUDIO_FORMATS, VIDEO_STRATEGIES, plan_as_json
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from rich.progress import Progress
+
     from ._console import Console
     from .manifest import Sources
     from .pipeline import DownloadOutcome, RunOptions, RunOutcome
+    from .report import FailureEntry
 
 __all__ = ["main"]
 
+T = TypeVar("T")
+
+log = logging.getLogger("assembler")
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 CAPTION_FORMATS = ("vtt", "srt")
 TIMELINE_FORMATS = ("otio", "fcp7xml")
 SOURCE_OPTIONS = ("video_parts", "audio_parts", "participants", "participant_events",
                   "speaker_timeline", "transcript")
 
 
+DESCRIPTION = """\
+Turn a meeting recording's per-participant media parts into aligned tracks:
+one audio, webcam and screenshare track per participant, each starting at
+recording time 0 and lasting the whole timeline, gaps filled with silence or
+black. Parts are downloaded (resumable, retried) into DIR/parts/ and each
+track is rendered with ffmpeg; DIR/report.json says what was made."""
+
+EPILOG = """\
+examples:
+  assembler run --out out/rec-42 --video-parts video_parts.json \\
+      --audio-parts https://api.example.com/recordings/42/audio_parts
+  assembler batch jobs.jsonl --out out/ --jobs 2
+
+exit status:
+  0    every track written
+  1    some track or deliverable failed (the others are written)
+  2    bad input: usage, unreadable or invalid manifest, unusable --out
+       (nothing is downloaded)
+  3    a download failed for good (expired link, 404, retries spent):
+       fetch fresh manifests and run again; complete parts are kept
+  130  interrupted (Ctrl-C); 143 terminated (SIGTERM)
+
+`assembler run --help` and `assembler batch --help` list every option."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse would print usage and exit 2 itself
-        raise UsageError(message)
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's and epilog's line breaks; options wrapped as usual."""
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
+def _number(convert: Callable[[str], T], what: str) -> Callable[[str], T]:
+    """`convert`, with argparse's message naming what was expected, not a function name."""
+    def parse(text: str) -> T:
+        try:
+            return convert(text)
+        except (ValueError, ZeroDivisionError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    return parse
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _number(int, "a whole number")(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, not {value}")
+        return value
+    return parse
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(float, "a number")(text)
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("must be a finite number > 0")
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text!r}")
     return value
 
 
 def _frame_rate(text: str) -> Fraction:
-    try:
-        value = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError("must be a number or a ratio like 30000/1001") from None
+    value = _number(Fraction, "a number or a ratio like 30000/1001")(text)
     if not 0 < value <= 240:
-        raise argparse.ArgumentTypeError("must be > 0 and <= 240")
+        raise argparse.ArgumentTypeError(f"must be > 0 and <= 240, not {text!r}")
     return value
 
 
@@ -101,65 +141,126 @@ def _deliverable_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--captions", type=_formats(CAPTION_FORMATS), default=(),
                        metavar="vtt,srt",
                        help="captions from --transcript: DIR/captions.<fmt> and one per "
-                            "participant")
+                            "participant; any of: vtt, srt")
     group.add_argument("--timeline", type=_formats(TIMELINE_FORMATS), default=(),
                        metavar="otio,fcp7xml",
                        help="an editor's timeline of every track, with speaker and event "
-                            "markers: DIR/timeline.otio, DIR/timeline.xml")
+                            "markers: DIR/timeline.otio, DIR/timeline.xml; any of: otio, "
+                            "fcp7xml")
     group.add_argument("--mix", action="store_true",
                        help="DIR/mix.<audio format>: everyone's audio, loudness-normalised")
-    group.add_argument("--loudness", type=float, default=-16.0, metavar="LUFS",
-                       help="integrated loudness of --mix (default -16; -23 for broadcast)")
+    group.add_argument("--loudness", type=_number(float, "a number"), default=-16.0,
+                       metavar="LUFS",
+                       help="integrated loudness of --mix (default: %(default)g; -23 for "
+                            "broadcast)")
     group.add_argument("--av", action="store_true",
                        help="participants/<dir>/av.mp4: each webcam with its voice")
     group.add_argument("--archive", action="store_true",
                        help="DIR/recording.mkv: every track as one stream, report attached")
 
 
+def _download_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("download")
+    group.add_argument("--concurrency", type=_at_least(1), default=8, metavar="N",
+                       help="downloads in flight at once (default: %(default)s)")
+    group.add_argument("--retries", type=_at_least(0), default=5, metavar="N",
+                       help="attempts per download after the first (default: %(default)s)")
+    group.add_argument("--connect-timeout", type=_positive_float, default=30.0,
+                       metavar="SECONDS",
+                       help="seconds to connect to the media server (default: %(default)g)")
+    group.add_argument("--read-timeout", type=_positive_float, default=60.0,
+                       metavar="SECONDS",
+                       help="seconds without a byte before a download is retried "
+                            "(default: %(default)g)")
+    group.add_argument("--download-only", action="store_true",
+                       help="fetch and verify every part into DIR/parts/, render nothing")
+
+
+def _render_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tracks")
+    group.add_argument("--duration", type=_positive_float, metavar="SECONDS",
+                       help="timeline length in seconds (default: the latest part end)")
+    group.add_argument("--audio-format", choices=AUDIO_FORMATS, default="flac",
+                       metavar="FORMAT",
+                       help=f"audio track format, one of: {', '.join(AUDIO_FORMATS)} "
+                            "(default: %(default)s)")
+    group.add_argument("--video-strategy", choices=VIDEO_STRATEGIES, default="auto",
+                       metavar="STRATEGY",
+                       help="copy: join the parts without re-encoding (fails a track that "
+                            "cannot be); encode: re-encode to H.264; auto: copy where "
+                            "possible, else encode (default: %(default)s)")
+    group.add_argument("--fps", type=_frame_rate, default=Fraction(30), metavar="RATE",
+                       help="frame rate of encoded video tracks, e.g. 25 or 30000/1001 "
+                            "(default: %(default)s; copied tracks keep their parts' rate)")
+    group.add_argument("--jobs", type=_at_least(1), default=None, metavar="N",
+                       help="ffmpeg processes at once (default: number of cores)")
+
+
+def _display_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("display")
+    group.add_argument("--dry-run", action="store_true",
+                       help="print the timeline plan as JSON; download and write nothing")
+    group.add_argument("--quiet", action="store_true",
+                       help="no progress display and no summary; errors still shown")
+    group.add_argument("--json-logs", action="store_true",
+                       help="one JSON object per log line on stderr, no progress display")
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="debug logging, including every ffmpeg command line")
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--concurrency", type=_positive_int, default=8,
-                        help="downloads in flight at once (default 8)")
-    parser.add_argument("--retries", type=_non_negative_int, default=5,
-                        help="attempts per download after the first (default 5)")
-    parser.add_argument("--duration", type=_positive_float,
-                        help="timeline length in seconds (default: the latest part end)")
-    parser.add_argument("--audio-format", choices=AUDIO_FORMATS,
-                        default="flac")
-    parser.add_argument("--video-strategy", choices=VIDEO_STRATEGIES, default="auto")
-    parser.add_argument("--fps", type=_frame_rate, default=Fraction(30),
-                        help="frame rate of encoded video tracks (default 30)")
-    parser.add_argument("--jobs", type=_positive_int, default=None,
-                        help="ffmpeg processes at once (default: number of cores)")
-    parser.add_argument("--connect-timeout", type=_positive_float, default=30.0,
-                        help="seconds to connect to the media server (default 30)")
-    parser.add_argument("--read-timeout", type=_positive_float, default=60.0,
-                        help="seconds without a byte before a download is retried (default 60)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the timeline plan as JSON; download and write nothing")
-    parser.add_argument("--download-only", action="store_true",
-                        help="fetch and verify every part into DIR/parts/, render nothing")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
-    parser.add_argument("--json-logs", action="store_true",
-                        help="one JSON object per log line on stderr")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _download_options(parser)
+    _render_options(parser)
+    _display_options(parser)
     _deliverable_options(parser)
 
 
+def _subcommand(commands: Any, name: str, summary: str,
+                description: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=summary, description=description, epilog=EPILOG,  # type: ignore[no-any-return]
+                               formatter_class=_HelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="assembler", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = commands.add_parser("run", help="assemble one recording")
+    parser = _Parser(prog="assembler", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND",
+                                     parser_class=_Parser)
+    run = _subcommand(commands, "run", "assemble one recording",
+                      "Assemble one recording into DIR. SRC is a local path or an http(s) "
+                      "URL of the JSON document; give --video-parts, --audio-parts or both.")
+    sources = run.add_argument_group("sources")
     for name in SOURCE_OPTIONS:
-        run.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="SRC",
-                         help="local path or http(s) URL of the JSON document")
+        sources.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="SRC",
+                             help=f"the {name.replace('_', ' ')} document")
+    run.add_argument("--out", required=True, type=Path, metavar="DIR",
+                     help="output directory, created if missing (required)")
     _common_options(run)
-    batch = commands.add_parser("batch", help="assemble every recording of a JSONL jobs file")
-    batch.add_argument("jobs_file", type=Path, metavar="JOBS.jsonl")
+    batch = _subcommand(commands, "batch", "assemble every recording of a JSONL jobs file",
+                        "Assemble every recording of a jobs file into ROOT/<id>/, each laid "
+                        "out as one `run`; ROOT/batch.json lists how each went. A recording "
+                        "already complete for the same inputs and options is skipped.")
+    batch.add_argument("jobs_file", type=Path, metavar="JOBS.jsonl",
+                       help='one recording per line, e.g. {"id": "rec-42", "video_parts": '
+                            '"SRC", "audio_parts": "SRC"} (keys: id and the source option '
+                            "names with _)")
+    batch.add_argument("--out", required=True, type=Path, metavar="ROOT",
+                       help="root directory: each recording goes to ROOT/<id>/ (required)")
     batch.add_argument("--scheduler", metavar="ADDRESS",
-                       help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
+                       help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: run "
+                            "on this machine)")
     _common_options(batch)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("assembler")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -183,27 +284,13 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                       deliverables=deliverables, **extra)
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": round(record.created, 3), "level": record.levelname.lower(),
-                 "logger": record.name, "message": record.getMessage()}
-        entry.update(getattr(record, "fields", {}))
-        return json.dumps(entry, ensure_ascii=False)
+def _display(args: argparse.Namespace, console: Console) -> Progress | None:
+    """A live display only for a person at a terminal."""
+    from ._console import live_progress
 
-
-def _configure_logging(args: argparse.Namespace, console: Console) -> None:
-    handler: logging.Handler
-    if args.json_logs:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_JsonFormatter())
-    else:
-        from rich.logging import RichHandler
-
-        handler = RichHandler(console=console, show_time=False, show_path=False)
-    root = logging.getLogger("assembler")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if args.quiet or args.json_logs or not console.is_terminal:
+        return None
+    return live_progress(console)
 
 
 def _sources(args: argparse.Namespace) -> Sources:
@@ -217,7 +304,7 @@ def _sources(args: argparse.Namespace) -> Sources:
 
 
 async def _run(args: argparse.Namespace, console: Console) -> int:
-    from ._console import ConsoleEvents, progress_display
+    from ._console import RunDisplay
     from .pipeline import download_recording, plan_recording, run_recording
 
     sources, options = _sources(args), run_options(args)
@@ -225,10 +312,10 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         _, plan = await plan_recording(sources, options)
         print(json.dumps(plan_as_json(plan), indent=2, ensure_ascii=False))
         return EXIT_OK
-    progress = progress_display(args, console)
+    progress = _display(args, console)
     outcome: RunOutcome | DownloadOutcome
     with progress if progress else nullcontext():
-        events = ConsoleEvents(progress, json_events=args.json_logs)
+        events = RunDisplay(progress, json_events=args.json_logs)
         if args.download_only:
             outcome = await download_recording(sources, args.out, options, events=events)
         else:
@@ -251,8 +338,8 @@ def _summarise(args: argparse.Namespace, outcome: RunOutcome | DownloadOutcome) 
     for output in outcome.report["outputs"]:
         print(f"{output['kind']:6} {args.out / output['path']}" if "error" not in output
               else f"failed {output['path']}: {output['error']}")
-    for failure in outcome.report["failures"]:
-        print(f"failed {failure.get('track') or failure['part']}: {failure['error']}")
+    for line in _failure_lines(outcome.report["failures"]):
+        print(f"failed {line}")
     if outcome.report["warnings"]:
         count = len(outcome.report["warnings"])
         plural = "s" * (count > 1)
@@ -260,9 +347,22 @@ def _summarise(args: argparse.Namespace, outcome: RunOutcome | DownloadOutcome) 
     print(f"report {args.out / 'report.json'}")
 
 
+def _failure_lines(failures: list[FailureEntry]) -> list[str]:
+    """One line per lost part and one per failed track, however many parts it names."""
+    lines: dict[str, str] = {}
+    for failure in failures:
+        if "track" in failure:
+            lines.setdefault(failure["track"], f"{failure['track']}: {failure['error']}")
+        else:  # a lost part: its message names it already when it comes from the download
+            part, error = failure["part"], failure["error"]
+            lines.setdefault(part, error if part in error else f"part {part}: {error}")
+    return list(lines.values())
+
+
 def _batch(args: argparse.Namespace, console: Console) -> int:
-    from ._console import BatchConsoleEvents
+    from ._console import BatchDisplay
     from .batch import BATCH_NAME, plan_jobs, run_batch
+    from .pipeline import prepare_out_dir
 
     if args.dry_run:  # one JSON object per recording: its plan, or why it has none
         all_planned = True
@@ -270,7 +370,9 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
             print(json.dumps(entry, ensure_ascii=False))
             all_planned = all_planned and "error" not in entry
         return EXIT_OK if all_planned else EXIT_TRACK_FAILED
-    events = BatchConsoleEvents(args, console)
+    prepare_out_dir(args.out)
+    events = BatchDisplay(_display(args, console),
+                          log_each=args.json_logs or not (args.quiet or console.is_terminal))
     with events.progress if events.progress else nullcontext():
         outcome = run_batch(args.jobs_file, args.out, run_options(args),
                             scheduler=args.scheduler, download_only=args.download_only,
@@ -280,11 +382,17 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if outcome.all_finished else EXIT_TRACK_FAILED
 
 
+MAX_PROBLEMS_SHOWN = 20
+
+
 def _error_lines(error: AssemblerError) -> list[str]:
-    """An error as the lines to print: one per problem."""
-    if isinstance(error, InvalidInputsError):
-        return [str(problem) for problem in error.problems]
-    return [str(error)]
+    """An error as the lines to print: one per problem, at most `MAX_PROBLEMS_SHOWN` of them."""
+    if not isinstance(error, InvalidInputsError):
+        return [str(error)]
+    lines = [str(problem) for problem in error.problems[:MAX_PROBLEMS_SHOWN]]
+    if (more := len(error.problems) - MAX_PROBLEMS_SHOWN) > 0:
+        lines.append(f"and {more} more problem{'s' * (more > 1)}")
+    return lines
 
 
 def _print_error(lines: list[str], json_logs: bool) -> None:
@@ -296,30 +404,85 @@ def _print_error(lines: list[str], json_logs: bool) -> None:
             print(f"error: {line}", file=sys.stderr)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so both stop a run the same clean way."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _quiet_broken_pipe() -> int:
+    """`assembler ... | head`: the reader left; say nothing more, as `cat` would."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     json_logs = "--json-logs" in arguments  # known before parsing, for parse errors too
-    command = "batch" if arguments[:1] == ["batch"] else "run"
     # SIGTERM (timeout, systemd, kill) stops a run as Ctrl-C does: ffmpeg killed, nothing
-    # half-written, exit 130. Left as is, it would orphan ffmpeg mid-write.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # half-written; the status says which signal it was. Left as is, it would orphan ffmpeg.
+    signal.signal(signal.SIGTERM, _terminate)
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(arguments)
-        from ._console import Console
+        args = parser.parse_args(arguments)
+        if args.command is None:  # bare `assembler`: show what it does and how to start
+            parser.print_help(sys.stderr)
+            return EXIT_BAD_INPUT
+    except AssemblerError as error:  # the command line itself
+        _print_error(_error_lines(error), json_logs)
+        return error.exit_status
+    from ._console import Console, configure_logging
 
-        console = Console(stderr=True)
-        _configure_logging(args, console)
+    console = Console(stderr=True)
+    configure_logging(json_logs=args.json_logs, verbose=args.verbose, console=console,
+                      context=_recording_context if args.command == "batch" else None)
+    status = _command(args, console)
+    if args.json_logs and not args.dry_run:
+        log.info("%s finished", args.command, extra={"fields": _finished(args, status)})
+    return status
+
+
+def _command(args: argparse.Namespace, console: Console) -> int:
+    """Run the parsed command; every way it can end becomes an exit status."""
+    try:
         if args.command == "run":
             import asyncio
 
             return asyncio.run(_run(args, console))
         return _batch(args, console)
     except AssemblerError as error:
-        _print_error(_error_lines(error), json_logs)
-        if command == "batch":  # only an unusable jobs file (an input error) is not exit 1
+        _print_error(_error_lines(error), args.json_logs)
+        if args.command == "batch":  # only an unusable jobs file or ROOT (input) is not 1
             return EXIT_BAD_INPUT if isinstance(error, InputError) else EXIT_TRACK_FAILED
         return error.exit_status
-    except KeyboardInterrupt:
-        _print_error(["interrupted; complete parts and tracks are kept"], json_logs)
-        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, _Terminated)
+        _print_error([f"{'terminated' if terminated else 'interrupted'}; complete parts and "
+                      "tracks are kept"], args.json_logs)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _finished(args: argparse.Namespace, status: int) -> dict[str, object]:
+    """The fields of the last JSON line: how the command ended and where its record is."""
+    from .batch import BATCH_NAME
+    from .pipeline import REPORT_NAME
+
+    record = args.out / (REPORT_NAME if args.command == "run" else BATCH_NAME)
+    fields: dict[str, object] = {"event": f"{args.command} finished", "exit": status}
+    if record.is_file():
+        fields["report" if args.command == "run" else "ledger"] = str(record)
+    return fields
+
+
+def _recording_context() -> dict[str, object]:
+    """Inside a batch, the recording a log line is about (its thread's `run_job`)."""
+    from .batch import current_recording
+
+    recording = current_recording.get()
+    return {"id": recording} if recording else {}

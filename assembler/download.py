@@ -127,7 +127,7 @@ class _Run:
         self.progress.part_finished(part_id, path, skipped)
 
     def failed(self, part_id: str, error: DownloadError) -> None:
-        log.info("%s", error)
+        log.error("%s", error, extra={"fields": {"part": part_id}})
         self.failures[part_id] = error
         self.progress.part_failed(part_id, error)
 

@@ -5,7 +5,8 @@
     │   ├── ManifestError           a document is unreadable or invalid; names file and place
     │   ├── InvalidInputsError      several documents are invalid; carries each ManifestError
     │   ├── UsageError              the command line itself is wrong
-    │   └── JobsFileError           a batch's jobs file cannot be read (missing, not UTF-8)
+    │   ├── JobsFileError           a batch's jobs file cannot be read (missing, not UTF-8)
+    │   └── OutputDirError          the output directory is a file or cannot be created
     ├── DownloadError               a part could not be fetched for good (CLI exit 3)
     │   ├── HTTPStatusError         the server answered a status that will not change
     │   │   └── LinkExpiredError    the signed link has expired; a fresh manifest is needed
@@ -48,6 +49,7 @@ __all__ = [
     "ManifestError",
     "MediaError",
     "NotMediaError",
+    "OutputDirError",
     "RenderError",
     "StorageError",
     "TransferError",
@@ -109,6 +111,10 @@ class InvalidInputsError(InputError):
 
 class JobsFileError(InputError):
     """A batch's jobs file cannot be read at all: missing, unreadable or not UTF-8."""
+
+
+class OutputDirError(InputError):
+    """The output directory is a file, or cannot be created or written; checked before work."""
 
 
 class UsageError(InputError):

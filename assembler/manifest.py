@@ -39,10 +39,12 @@ __all__ = [
     "Timestamp",
     "TranscriptEntry",
     "VideoPart",
+    "decode_document",
     "describe_source",
     "load_document",
     "load_documents",
     "parse_document",
+    "validate_document",
 ]
 
 
@@ -207,17 +209,15 @@ def _problem(error: Any) -> str:
 
 
 def describe_source(source: str | Path) -> str:
-    """How a document's source appears in messages: a file name, or a URL without its query."""
+    """A document's source as messages show it: the path as given, a URL without its query."""
     text = str(source)
-    if text.startswith(("http://", "https://")):
-        return redact_url(text)
-    return Path(text).name
+    return redact_url(text) if is_url(text) else text
 
 
-def parse_document(data: bytes, adapter: TypeAdapter[_T], source: str) -> _T:
-    """Decode JSON and validate it; raise `ManifestError` naming `source` and the place."""
+def decode_document(data: bytes, source: str) -> Any:
+    """Decode a document's JSON; raise `ManifestError` naming `source` and the place."""
     try:
-        raw = json.loads(data, parse_constant=_reject_constant)
+        return json.loads(data, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise ManifestError(source, "", "not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -227,14 +227,25 @@ def parse_document(data: bytes, adapter: TypeAdapter[_T], source: str) -> _T:
         raise ManifestError(source, "", "nested too deeply to be a manifest") from None
     except ValueError as exc:
         raise ManifestError(source, "", str(exc)) from None
+
+
+def validate_document(raw: Any, adapter: TypeAdapter[_T], source: str) -> _T:
+    """Validate decoded JSON; raise `InvalidInputsError` with one `ManifestError` per problem."""
     try:
         return adapter.validate_python(raw)
     except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        place = _place(tuple(first["loc"]))
-        more = exc.error_count() - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ManifestError(source, place or "top level", _problem(first) + suffix) from None
+        raise InvalidInputsError([
+            ManifestError(source, _place(tuple(error["loc"])) or "top level", _problem(error))
+            for error in exc.errors(include_url=False, include_input=False)]) from None
+
+
+def parse_document(data: bytes, adapter: TypeAdapter[_T], source: str) -> _T:
+    """Decode JSON and validate it.
+
+    Raises `ManifestError` when it is not JSON, `InvalidInputsError` listing
+    every place that does not match the schema.
+    """
+    return validate_document(decode_document(data, source), adapter, source)
 
 
 def _reject_constant(name: str) -> float:
@@ -251,13 +262,34 @@ TRANSCRIPT: TypeAdapter[list[TranscriptEntry]] = TypeAdapter(list[TranscriptEntr
 PROVIDER_DATA: TypeAdapter[ProviderData] = TypeAdapter(ProviderData)
 
 
-def _check_unique_ids(parts: list[_PartT], source: str) -> None:
+def _duplicate_ids(parts: list[_PartT], source: str) -> list[ManifestError]:
     first_index: dict[str, int] = {}
+    problems = []
     for index, part in enumerate(parts):
         if part.id in first_index:
-            raise ManifestError(source, f"[{index}].id",
-                                f"duplicate of [{first_index[part.id]}].id")
-        first_index[part.id] = index
+            problems.append(ManifestError(source, f"[{index}].id",
+                                          f"duplicate of [{first_index[part.id]}].id"))
+        first_index.setdefault(part.id, index)
+    return problems
+
+
+def _wrong_kind(name: str, raw: Any, source: str) -> ManifestError | None:
+    """A video parts manifest given as audio parts, or the other way round.
+
+    Unknown keys are ignored, so audio parts would accept a video manifest
+    silently; and a video manifest's `type: required` on every part would hide
+    the one mistake behind it.
+    """
+    if not isinstance(raw, list) or not raw or not all(isinstance(item, dict) for item in raw):
+        return None
+    typed = [item.get("type") in ("webcam", "screenshare") for item in raw]
+    if name == "audio_parts" and any(typed):
+        return ManifestError(source, f"[{typed.index(True)}].type", "parts with a `type` are "
+                             "video parts: give this document as --video-parts")
+    if name == "video_parts" and not any("type" in item for item in raw):
+        return ManifestError(source, "top level", "no part has a `type` (webcam or "
+                             "screenshare): audio parts? give this document as --audio-parts")
+    return None
 
 
 _PartT = TypeVar("_PartT", bound=_Part)
@@ -310,12 +342,19 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
 
 
 def is_url(source: str) -> bool:
-    return source.startswith(("http://", "https://"))
+    return source[:8].lower().startswith(("http://", "https://"))
+
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 async def read_source(source: str, fetch: FetchDocument) -> bytes:
     """The bytes of a document; a failure to read it is a `ManifestError`."""
     name = describe_source(source)
+    scheme = _SCHEME.match(source)
+    if scheme and not is_url(source):
+        raise ManifestError(redact_url(source), "", f"unsupported URL scheme {scheme[1]}://: "
+                            "give a local path or an http(s) URL")
     if is_url(source):
         try:
             return await fetch(source)
@@ -331,11 +370,20 @@ async def read_source(source: str, fetch: FetchDocument) -> bytes:
 
 
 async def load_document(name: str, source: str, fetch: FetchDocument) -> tuple[Any, ...]:
-    """Read and validate one document; `name` is its option name, e.g. `audio_parts`."""
+    """Read and validate one document; `name` is its option name, e.g. `audio_parts`.
+
+    Raises `InvalidInputsError` listing every problem of the document.
+    """
     shown = describe_source(source)
-    items = parse_document(await read_source(source, fetch), _ADAPTERS[name], shown)
-    if name in ("video_parts", "audio_parts"):
-        _check_unique_ids(items, shown)
+    try:
+        raw = decode_document(await read_source(source, fetch), shown)
+    except ManifestError as exc:
+        raise InvalidInputsError([exc]) from None
+    if name in ("video_parts", "audio_parts") and (wrong := _wrong_kind(name, raw, shown)):
+        raise InvalidInputsError([wrong])
+    items = validate_document(raw, _ADAPTERS[name], shown)
+    if name in ("video_parts", "audio_parts") and (duplicates := _duplicate_ids(items, shown)):
+        raise InvalidInputsError(duplicates)
     return tuple(items)
 
 
@@ -346,13 +394,24 @@ async def load_documents(sources: Sources, fetch: FetchDocument) -> Documents:
     for name, source in sources.given().items():
         try:
             loaded[name] = await load_document(name, source, fetch)
-        except ManifestError as exc:
-            problems.append(exc)
+        except InvalidInputsError as exc:
+            problems.extend(exc.problems)
     if not problems and "audio_parts" in loaded and "video_parts" in loaded:
         problems.extend(_ids_in_both(loaded, sources))
+    if not problems:
+        problems.extend(_no_parts(loaded, sources))
     if problems:
         raise InvalidInputsError(problems)
     return Documents(**loaded)
+
+
+def _no_parts(loaded: dict[str, tuple[Any, ...]], sources: Sources) -> list[ManifestError]:
+    """Every parts manifest given is an empty list: there is nothing to assemble."""
+    given = {name: loaded[name] for name in ("video_parts", "audio_parts") if name in loaded}
+    if any(given.values()):
+        return []
+    return [ManifestError(describe_source(getattr(sources, name)), "top level",
+                          "no parts (an empty list): nothing to assemble") for name in given]
 
 
 def _ids_in_both(loaded: dict[str, tuple[Any, ...]], sources: Sources) -> list[ManifestError]:

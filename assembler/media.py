@@ -25,7 +25,7 @@ from typing import ParamSpec, TypeVar
 
 from .errors import FFmpegError, FFmpegNotFoundError, MediaError
 
-__all__ = ["AudioStream", "FfmpegSlots", "H264Survey", "MediaInfo", "PacketTrace",
+__all__ = ["AudioStream", "FfmpegSlots", "H264Survey", "MediaInfo", "PacketTrace", "Progress",
            "VideoStream", "ffmpeg_binary", "file_arg", "probe", "probe_many", "read_packets",
            "run_ffmpeg", "scan_packets", "setts_sets_duration", "survey_h264"]
 
@@ -148,13 +148,18 @@ def _works(binary: str) -> bool:
     return done.returncode == 0
 
 
-def run_ffmpeg(args: list[str], *, check: bool = True) -> str:
+Progress = Callable[[float], None]  # seconds of output written so far
+
+
+def run_ffmpeg(args: list[str], *, check: bool = True, progress: Progress | None = None) -> str:
     """Run ffmpeg with `args` (no binary, no `-hide_banner`); return its stderr.
 
     On failure the last meaningful stderr line becomes the message; the whole
-    stderr goes to the debug log and rides on the exception.
+    stderr goes to the debug log and rides on the exception. `progress`, when
+    given, hears the seconds of output written so far (ffmpeg's `-progress`
+    `out_time_us`), in this thread, a few times a second.
     """
-    return _run(args, check=check)[1]
+    return _run(args, check=check, progress=progress)[1]
 
 
 def ffmpeg_output(args: list[str]) -> bytes:
@@ -174,14 +179,36 @@ def stop_all() -> None:
             process.kill()
 
 
-def _run(args: list[str], *, check: bool) -> tuple[bytes, str]:
-    argv = [ffmpeg_binary(), "-hide_banner", "-nostdin", *args]
+def _follow_progress(process: subprocess.Popen[bytes], progress: Progress) -> bytes:
+    """Feed `-progress pipe:1` lines to `progress` while another thread drains stderr."""
+    assert process.stdout is not None
+    assert process.stderr is not None
+    stderr = process.stderr
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.append(stderr.read()), daemon=True)
+    reader.start()
+    for line in process.stdout:
+        key, _, value = line.partition(b"=")
+        if key == b"out_time_us" and value.strip().isdigit():
+            progress(int(value) / 1_000_000)
+    reader.join()
+    process.wait()
+    return b"".join(chunks)
+
+
+def _run(args: list[str], *, check: bool, progress: Progress | None = None
+         ) -> tuple[bytes, str]:
+    argv = [ffmpeg_binary(), "-hide_banner", "-nostdin",
+            *(["-progress", "pipe:1"] if progress else []), *args]
     log.debug("running %s", shlex.join(argv))
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
         with _running_lock:
             _running.add(process)
         try:
-            stdout, raw_stderr = process.communicate()
+            if progress is None:
+                stdout, raw_stderr = process.communicate()
+            else:
+                stdout, raw_stderr = b"", _follow_progress(process, progress)
         finally:
             with _running_lock:
                 _running.discard(process)

@@ -34,7 +34,8 @@ from .errors import (
     EXIT_OK,
     EXIT_TRACK_FAILED,
     AssemblerError,
-    ManifestError,
+    InvalidInputsError,
+    OutputDirError,
     RenderError,
     StorageError,
     UsageError,
@@ -57,7 +58,8 @@ if TYPE_CHECKING:
     from .manifest import AudioPart, FetchDocument, VideoPart
 
 __all__ = ["NOT_IN_FINGERPRINT", "DownloadOutcome", "RunEvents", "RunOptions", "RunOutcome",
-           "download_recording", "inputs_fingerprint", "plan_recording", "run_recording"]
+           "download_recording", "inputs_fingerprint", "plan_recording", "prepare_out_dir",
+           "run_recording"]
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +117,19 @@ def _settings(options: object, prefix: str = "") -> Iterator[tuple[str, object]]
 
 
 class RunEvents(DownloadProgress, Protocol):
-    """What a caller hears about a run: download progress plus track progress."""
+    """What a caller hears about a run: download progress plus track progress.
 
-    def parts_planned(self, count: int) -> None: ...
+    `parts_planned` comes once, before any download, with the plan and the ids
+    of the parts to fetch. Track events come from the worker thread rendering
+    the track, while other parts may still download; `track_advanced` gives the
+    seconds of it encoded so far (never for a stream copy); `track_finished`
+    the track written, or why it was not.
+    """
+
+    def parts_planned(self, plan: Plan, part_ids: Sequence[str]) -> None: ...
     def track_started(self, track: TrackPlan) -> None: ...
-    def track_finished(self, track: TrackPlan, error: AssemblerError | None) -> None: ...
+    def track_advanced(self, track: TrackPlan, seconds: float) -> None: ...
+    def track_finished(self, track: TrackPlan, result: RenderedTrack | AssemblerError) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,6 +203,22 @@ async def plan_recording(sources: Sources, options: RunOptions) -> tuple[Documen
     return documents, plan
 
 
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create `out_dir` (parents too) and check it can be written, before any download.
+
+    Raises `OutputDirError` when it is a file or cannot be created or written.
+    """
+    where = f"output directory {out_dir}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputDirError(f"{where}: exists and is not a directory") from None
+    except OSError as exc:
+        raise OutputDirError(f"{where}: cannot create: {exc.strerror or exc}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OutputDirError(f"{where}: cannot write in it: permission denied")
+
+
 def _downloads(parts: list[AudioPart | VideoPart], files: Mapping[str, str]) -> list[PartDownload]:
     return [PartDownload(part_id=part.id, url=part.download_url, filename=files[part.id])
             for part in parts]
@@ -216,8 +242,8 @@ def _url_refresher(sources: Sources, documents: Documents, fetch: FetchDocument
     async def reload(name: str) -> dict[str, str]:
         try:
             parts = await load_document(name, remote[name], fetch)
-        except ManifestError as exc:
-            log.warning("could not reload %s for fresh links: %s", name, exc)
+        except InvalidInputsError as exc:
+            log.warning("could not reload %s for fresh links: %s", name, exc.problems[0])
             return {}
         return {part.id: str(part.download_url) for part in parts}
 
@@ -246,7 +272,7 @@ async def _fetch_parts(sources: Sources, documents: Documents, plan: Plan, out_d
         used = {part_id for track in plan.tracks for part_id in track.parts}
         wanted = [part for part in wanted if part.id in used]
     if events:
-        events.parts_planned(len(wanted))
+        events.parts_planned(plan, [part.id for part in wanted])
     fetch = _fetcher(options.download)
     try:
         await download_parts(
@@ -265,9 +291,10 @@ async def download_recording(sources: Sources, out_dir: Path, options: RunOption
 
     Each part is probed as soon as it lands, while the others download.
     Raises `InvalidInputsError` before any media request when a document is
-    invalid, and `StorageError` when `out_dir` cannot be written.
+    invalid, and `OutputDirError` when `out_dir` is a file or cannot be created.
     """
     documents, plan = await plan_recording(sources, options)
+    prepare_out_dir(out_dir)
     arrivals = PartArrivals(ffmpeg or FfmpegSlots(options.jobs), events)
     await _fetch_parts(sources, documents, plan, out_dir, options, events, arrivals,
                        only_used=False)
@@ -281,11 +308,12 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
 
     `ffmpeg` caps ffmpeg processes (default: `options.jobs` for this run alone).
     Raises `InvalidInputsError` before any media request when a document is
-    invalid, and `StorageError` when `out_dir` cannot be written; every other
+    invalid, and `OutputDirError` when `out_dir` is a file or cannot be created; every other
     failure is per part, track or deliverable and is listed in the outcome and report.
     """
     ffmpeg = ffmpeg or FfmpegSlots(options.jobs)
     documents, plan = await plan_recording(sources, options)
+    prepare_out_dir(out_dir)
     arrivals = PartArrivals(ffmpeg, events)
     # Tracks render as their own parts are in and probed, while other parts download.
     rendering = asyncio.ensure_future(
@@ -316,10 +344,11 @@ def _renderable(plan: Plan, lost: Mapping[str, AssemblerError]) -> list[TrackPla
     """The tracks whose every part is in; a track missing one is not written at all."""
     renderable = []
     for track in plan.tracks:
-        missing = [part_id for part_id in track.parts if part_id in lost]
+        missing = list(dict.fromkeys(part_id for part_id in track.parts if part_id in lost))
         if missing:
-            log.error("%s not written: part %s is lost (%s)", track.path, missing[0],
-                      lost[missing[0]])
+            others = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            log.error("%s not written: part %s is lost%s", track.path, missing[0], others,
+                      extra={"fields": {"track": track.path, "part": missing[0]}})
         else:
             renderable.append(track)
     return renderable
@@ -367,17 +396,18 @@ async def _render_all(tracks: Sequence[TrackPlan], arrivals: PartArrivals, out_d
                    probes: Mapping[str, MediaInfo]) -> None:
         if events:
             events.track_started(track)
+        progress = functools.partial(events.track_advanced, track) if events else None
+        result: RenderedTrack | AssemblerError
         try:
-            rendered[track.path] = render_track(track, files, probes, out_dir, settings,
-                                                ffmpeg=ffmpeg)
+            result = rendered[track.path] = render_track(
+                track, files, probes, out_dir, settings, ffmpeg=ffmpeg, progress=progress)
         except AssemblerError as exc:
-            log.error("%s not written: %s", track.path, exc)
-            failed[track.path] = exc
-            if events:
-                events.track_finished(track, exc)
-            return
+            culprit = {"part": exc.part_id} if isinstance(exc, RenderError) and exc.part_id else {}
+            log.error("%s not written: %s", track.path, exc,
+                      extra={"fields": {"track": track.path, **culprit}})
+            result = failed[track.path] = exc
         if events:
-            events.track_finished(track, None)
+            events.track_finished(track, result)
 
     async def when_ready(track: TrackPlan) -> None:
         await arrivals.settled(track.parts)

@@ -27,7 +27,7 @@ from ._copy import concat_list, copy_argv, copy_track, ending_args
 from ._copy_layout import Entry
 from ._publish import clear_leftovers, temporary_name
 from .errors import CopyNotPossibleError, MediaError, RenderError
-from .media import FfmpegSlots, MediaInfo, ffmpeg_binary, file_arg, run_ffmpeg
+from .media import FfmpegSlots, MediaInfo, Progress, ffmpeg_binary, file_arg, run_ffmpeg
 from .plan import AUDIO_FORMATS, AUDIO_RATE, VIDEO_STRATEGIES, TrackPlan, VideoStrategy, split
 
 __all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track", "video_encode_argv"]
@@ -344,12 +344,14 @@ def _part_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo], audio_form
 
 def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
                  out_dir: Path, settings: RenderSettings, *,
-                 ffmpeg: FfmpegSlots | None = None) -> RenderedTrack:
+                 ffmpeg: FfmpegSlots | None = None,
+                 progress: Progress | None = None) -> RenderedTrack:
     """Render `track` to `out_dir / track.path`; the file appears only when complete.
 
     `parts` and `probes` give every part of the track its file and its probe.
     `ffmpeg`: the `--jobs` cap when the caller holds one of its slots; stream copy
-    then reads parts on any other slots free at the time.
+    then reads parts on any other slots free at the time. `progress` hears the
+    seconds of the track encoded so far, from this thread (not for stream copy).
     """
     output = out_dir / track.path
     try:
@@ -365,7 +367,7 @@ def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
     except OSError as exc:
         raise RenderError(f"cannot write in {output.parent}: {exc.strerror or exc}") from exc
     try:
-        rendered = _render_to(track, parts, probes, temporary, settings, ffmpeg)
+        rendered = _render_to(track, parts, probes, temporary, settings, ffmpeg, progress)
         os.replace(temporary, output)
     except OSError as exc:
         raise RenderError(f"cannot write {track.path}: {exc.strerror or exc}") from exc
@@ -376,10 +378,10 @@ def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
 
 
 def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
-               output: Path, settings: RenderSettings, ffmpeg: FfmpegSlots | None
-               ) -> RenderedTrack:
+               output: Path, settings: RenderSettings, ffmpeg: FfmpegSlots | None,
+               progress: Progress | None) -> RenderedTrack:
     if track.kind == "audio":
-        _encode_audio(track, parts, probes, output, settings)
+        _encode_audio(track, parts, probes, output, settings, progress)
         return RenderedTrack(track=track, path=output, strategy="encode")
     reason = _copy_refusal(track, probes) if settings.video_strategy != "encode" else None
     if reason is not None and settings.video_strategy == "copy":
@@ -398,7 +400,7 @@ def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str,
                 raise
             # auto stays safe: a copy that fails for any other reason falls back to encode.
             reason = f"stream copy failed: {error}"
-    _encode_video(track, parts, probes, output, settings)
+    _encode_video(track, parts, probes, output, settings, progress)
     return RenderedTrack(track=track, path=output, strategy="encode", reason=reason)
 
 
@@ -415,20 +417,21 @@ def _copy_refusal(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> str | No
 
 
 def _encode_audio(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
-                  output: Path, settings: RenderSettings) -> None:
+                  output: Path, settings: RenderSettings, progress: Progress | None) -> None:
     layout = channel_layout(audio_channels(probes, settings.audio_format), settings.audio_format)
     pieces = split(track, settings.max_audio_parts)
     if len(pieces) == 1:
-        run_ffmpeg(audio_argv(track, parts, probes, layout, output, settings.audio_format))
+        run_ffmpeg(audio_argv(track, parts, probes, layout, output, settings.audio_format),
+                   progress=progress)
         return
     with _scratch(output) as scratch:
         listing = _render_pieces(pieces, scratch, ".wav", lambda piece, path: audio_piece_argv(
-            piece, parts, probes, layout, path))
+            piece, parts, probes, layout, path), progress)
         run_ffmpeg(audio_join_argv(listing, output, settings.audio_format))
 
 
 def _encode_video(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
-                  output: Path, settings: RenderSettings) -> None:
+                  output: Path, settings: RenderSettings, progress: Progress | None) -> None:
     size = video_size(probes)
 
     def argv(piece: TrackPlan, path: Path) -> list[str]:
@@ -438,10 +441,10 @@ def _encode_video(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[s
     pieces = split(track, settings.max_video_parts)
     whole_frames = track.end * track.rate == track.length
     if len(pieces) == 1 and whole_frames:
-        run_ffmpeg(argv(track, output))
+        run_ffmpeg(argv(track, output), progress=progress)
         return
     with _scratch(output) as scratch:
-        listing = _render_pieces(pieces, scratch, ".mp4", argv)
+        listing = _render_pieces(pieces, scratch, ".mp4", argv, progress)
         # Same encoder settings in every piece: their streams join by copy. The join
         # also ends the last frame on the timeline's end, which whole frames miss: the
         # encoder's packets count in frames, the join's in the MP4's fine time scale.
@@ -451,18 +454,31 @@ def _encode_video(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[s
                              in_band=False, ending=ending))
 
 
+def _shifted(progress: Progress | None, offset: float) -> Progress | None:
+    """`progress` for a piece that starts `offset` seconds into its track."""
+    if progress is None:
+        return None
+    return lambda seconds: progress(offset + seconds)
+
+
 def _scratch(output: Path) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(dir=output.parent, prefix=f"{output.name}.pieces-")
 
 
 def _render_pieces(pieces: Sequence[TrackPlan], scratch: str, suffix: str,
-                   argv: Callable[[TrackPlan, Path], list[str]]) -> Path:
-    """Render each piece to its own file; return the ffconcat list that joins them."""
+                   argv: Callable[[TrackPlan, Path], list[str]],
+                   progress: Progress | None) -> Path:
+    """Render each piece to its own file; return the ffconcat list that joins them.
+
+    `progress` hears seconds of the whole track: each piece's from where it starts.
+    """
     entries = []
+    done = 0.0  # seconds of the track in the pieces rendered so far
     for index, piece in enumerate(pieces):
         path = Path(scratch) / f"{index:05d}{suffix}"
-        run_ffmpeg(argv(piece, path))
+        run_ffmpeg(argv(piece, path), progress=_shifted(progress, done))
         entries.append(Entry(path=path, duration=Fraction(piece.length) / piece.rate))
+        done += piece.duration
     listing = Path(scratch) / "pieces.ffconcat"
     listing.write_text(concat_list(entries), encoding="utf-8")
     return listing

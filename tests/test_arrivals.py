@@ -14,11 +14,12 @@ from tests.support.recording import RecordingBuilder
 from tests.support.server import serve_directory
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from assembler.errors import AssemblerError, DownloadError
-    from assembler.plan import TrackPlan
+    from assembler.plan import Plan, TrackPlan
+    from assembler.render import RenderedTrack
 
 
 class Log(NoProgress):
@@ -33,13 +34,16 @@ class Log(NoProgress):
     def part_failed(self, part_id: str, error: DownloadError) -> None:
         self.seen.append(("lost", part_id))
 
-    def parts_planned(self, count: int) -> None:
+    def parts_planned(self, plan: Plan, part_ids: Sequence[str]) -> None:
         pass
 
     def track_started(self, track: TrackPlan) -> None:
         pass
 
-    def track_finished(self, track: TrackPlan, error: AssemblerError | None) -> None:
+    def track_advanced(self, track: TrackPlan, seconds: float) -> None:
+        pass
+
+    def track_finished(self, track: TrackPlan, result: RenderedTrack | AssemblerError) -> None:
         self.seen.append(("track", track.path))
 
 

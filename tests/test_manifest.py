@@ -102,7 +102,7 @@ def test_broken_audio_manifest_exits_2_naming_file_and_place(
     done = run_cli("--out", str(tmp_path / "out"), "--audio-parts", str(broken),
                    "--video-parts", str(manifests.video_parts))
     assert done.returncode == 2
-    assert done.stderr == f"error: audio_parts.json: {expected}\n"
+    assert done.stderr == f"error: {broken}: {expected}\n"  # the path as given
     assert sum(server.requests.values()) == before
     assert not (tmp_path / "out" / "parts").exists()
 
@@ -118,7 +118,7 @@ def test_unparseable_manifest_exits_2(tmp_path: Path, text: str, expected: str) 
     broken.write_text(text)
     done = run_cli("--out", str(tmp_path / "out"), "--audio-parts", str(broken))
     assert done.returncode == 2
-    assert done.stderr.startswith(f"error: {expected}")
+    assert done.stderr.startswith(f"error: {tmp_path}/{expected}")
     assert "Traceback" not in done.stderr
 
 
@@ -133,8 +133,9 @@ def test_unknown_video_type_and_every_bad_document_listed(
                    "--audio-parts", str(tmp_path / "missing.json"))
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        "error: video_parts.json: [0].type: must be one of 'webcam' or 'screenshare'",
-        "error: missing.json: cannot read: No such file or directory",
+        f"error: {tmp_path}/video_parts.json: [0].type: must be one of 'webcam' or "
+        "'screenshare'",
+        f"error: {tmp_path}/missing.json: cannot read: No such file or directory",
     ]
 
 
@@ -148,8 +149,8 @@ def test_an_id_both_audio_and_video_part_is_bad_input(
     done = run_cli("--out", str(tmp_path / "out"), "--audio-parts", str(manifests.audio_parts),
                    "--video-parts", str(tmp_path / "video_parts.json"))
     assert done.returncode == 2
-    assert done.stderr == ("error: video_parts.json: [0].id: also the id of an audio part "
-                           "(audio_parts.json [2])\n")
+    assert done.stderr == (f"error: {tmp_path}/video_parts.json: [0].id: also the id of an "
+                           f"audio part ({manifests.audio_parts} [2])\n")
 
 
 def test_manifest_url_is_fetched_and_its_query_never_shown(
@@ -231,12 +232,12 @@ PERSON = {"id": 1, "name": None}
         "word-before-start"])
 def test_other_documents_are_validated(adapter: Any, document: Any,
                                        expected: str | None) -> None:
-    from assembler.errors import ManifestError
+    from assembler.errors import InvalidInputsError
 
     data = json.dumps(document, allow_nan=True).replace("Infinity", "1e999").encode()
     if expected is None:
         parse_document(data, adapter, "doc.json")
         return
-    with pytest.raises(ManifestError) as raised:
+    with pytest.raises(InvalidInputsError) as raised:
         parse_document(data, adapter, "doc.json")
-    assert str(raised.value).startswith(f"doc.json: {expected}")
+    assert str(raised.value.problems[0]).startswith(f"doc.json: {expected}")

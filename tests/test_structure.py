@@ -60,6 +60,7 @@ def test_run_settings_leave_the_fingerprint_alone() -> None:
 @pytest.mark.parametrize(("error", "status"), [
     (errors.UsageError("x"), 2),
     (errors.JobsFileError("x"), 2),
+    (errors.OutputDirError("x"), 2),
     (errors.InvalidInputsError([]), 2),
     (errors.LinkExpiredError("p", 403, "x"), 3),
     (errors.StorageError("", "x"), 3),

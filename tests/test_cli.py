@@ -1,0 +1,242 @@
+"""The command line as a person meets it: help, messages, exit statuses, pipes and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.support.recording import Manifests, RecordingBuilder
+from tests.support.server import MediaServer, serve_directory
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+def assembler(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "assembler", *args], capture_output=True,
+                          text=True, timeout=120, check=False, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[tuple[MediaServer, Manifests]]:
+    build = RecordingBuilder(tmp_path_factory.mktemp("www"))
+    for start in (0.0, 1.0):
+        build.audio_part(1, "Ada", start, 0.5, ext=".wav", rate=8000)
+    build.video_part(1, "Ada", 0.0, 1.0, size=(32, 24), fps=5)
+    with serve_directory(build.root) as server:
+        yield server, build.write(server.base_url)
+
+
+# --- help -------------------------------------------------------------------------------
+
+
+def test_help_describes_the_tool_with_examples_and_exit_codes() -> None:
+    done = assembler("--help")
+    assert done.returncode == 0
+    text = done.stdout
+    assert "aligned tracks" in text
+    assert "The command line:" not in text
+    examples = text.split("examples:")[1].split("exit status:")[0]
+    assert examples.count("assembler ") == 2
+    for status in ("0 ", "1 ", "2 ", "3 ", "130 "):
+        assert f"\n  {status}" in text.split("exit status:")[1]
+
+
+def test_bare_assembler_prints_usage_and_exits_2() -> None:
+    done = assembler()
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: assembler")
+    assert "run" in done.stderr
+    assert "batch" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_version() -> None:
+    done = assembler("--version")
+    assert done.returncode == 0
+    assert done.stdout.startswith("assembler ")
+    assert any(char.isdigit() for char in done.stdout)
+
+
+def option_help(command: str, option: str) -> str:
+    """The help entry of `option` (its line and continuation lines), unwrapped."""
+    lines = assembler(command, "--help").stdout.split("\n\n", 1)[1].splitlines()  # no usage
+    start = next(index for index, line in enumerate(lines)
+                 if line.lstrip().startswith(f"{option} ") or line.strip() == option)
+    entry = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.startswith("   ") or line.lstrip().startswith("-"):
+            break
+        entry.append(line)
+    return " ".join(" ".join(entry).split())
+
+
+@pytest.mark.parametrize("option", ["--audio-format", "--video-strategy", "--concurrency",
+                                    "--retries", "--fps", "--loudness", "--read-timeout",
+                                    "--duration", "--jobs"])
+def test_every_option_help_names_its_default(option: str) -> None:
+    assert "default" in option_help("run", option)
+
+
+def test_help_names_choices_the_jobs_file_and_out() -> None:
+    assert option_help("run", "--audio-format").endswith(
+        "one of: flac, wav, opus, m4a, mp3 (default: flac)")
+    assert "copy:" in option_help("run", "--video-strategy")
+    assert option_help("run", "--out").startswith("--out DIR output directory")
+    assert option_help("batch", "JOBS.jsonl").startswith(
+        'JOBS.jsonl one recording per line, e.g. {"id": "rec-42"')
+    assert option_help("batch", "--out").startswith("--out ROOT root directory")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--duration", "abc"], "error: argument --duration: 'abc' is not a number"),
+    (["--duration", "-1"], "error: argument --duration: must be a finite number > 0"),
+    (["--concurrency", "x"], "error: argument --concurrency: 'x' is not a whole number"),
+    (["--fps", "1/0"], "error: argument --fps: '1/0' is not a number or a ratio"),
+    (["--audio-format", "ogg"], "error: argument --audio-format: invalid choice: 'ogg'"),
+], ids=["duration-word", "duration-negative", "concurrency-word", "fps-zero-denominator",
+        "format"])
+def test_bad_option_values_name_what_was_expected(tmp_path: Path, args: list[str],
+                                                  message: str) -> None:
+    done = assembler("run", "--out", str(tmp_path), "--audio-parts", "a.json", *args)
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(message), line
+    assert "_positive" not in line
+    assert "invalid" not in line.replace("invalid choice", "")
+
+
+# --- bad input: one line each, exit 2, nothing downloaded ----------------------------------
+
+
+def test_paths_are_shown_as_given(tmp_path: Path) -> None:
+    done = assembler("run", "--out", "out", "--audio-parts", "a/b/missing.json", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == "error: a/b/missing.json: cannot read: No such file or directory\n"
+
+
+def test_unsupported_url_scheme(tmp_path: Path) -> None:
+    done = assembler("run", "--out", str(tmp_path / "out"), "--audio-parts",
+                     "ftp://host/audio_parts.json?token=secret")
+    assert done.returncode == 2
+    assert done.stderr == ("error: ftp://host/audio_parts.json?…: unsupported URL scheme "
+                           "ftp://: give a local path or an http(s) URL\n")
+
+
+def _write(path: Path, document: object) -> Path:
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_every_manifest_problem_is_listed_up_to_a_cap(
+        recording: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    server, manifests = recording
+    parts = json.loads(manifests.audio_parts.read_text())
+    broken = [{**part, "duration": -1} for part in parts * 15]  # 30 parts, 30 problems...
+    for index, part in enumerate(broken):
+        part["id"] = f"p{index}"
+    broken[0]["download_url"] = "nope"  # ... and one more on the first part
+    path = _write(tmp_path / "audio_parts.json", broken)
+    before = sum(server.requests.values())
+    done = assembler("run", "--out", str(tmp_path / "out"), "--audio-parts", str(path))
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert lines[:3] == [f"error: {path}: [0].duration: must be >= 0",
+                         f"error: {path}: [0].download_url: must be an http(s) URL",
+                         f"error: {path}: [1].duration: must be >= 0"]
+    assert len(lines) == 21
+    assert lines[-1] == "error: and 11 more problems"
+    assert sum(server.requests.values()) == before
+
+
+def test_every_duplicate_id_is_listed(recording: tuple[MediaServer, Manifests],
+                                      tmp_path: Path) -> None:
+    _, manifests = recording
+    parts = json.loads(manifests.audio_parts.read_text())
+    path = _write(tmp_path / "audio_parts.json", parts * 3)
+    done = assembler("run", "--out", str(tmp_path / "out"), "--audio-parts", str(path))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"error: {path}: [2].id: duplicate of [0].id",
+        f"error: {path}: [3].id: duplicate of [1].id",
+        f"error: {path}: [4].id: duplicate of [0].id",
+        f"error: {path}: [5].id: duplicate of [1].id",
+    ]
+
+
+def test_an_empty_parts_manifest_is_bad_input(tmp_path: Path) -> None:
+    path = _write(tmp_path / "audio_parts.json", [])
+    done = assembler("run", "--out", str(tmp_path / "out"), "--audio-parts", str(path))
+    assert done.returncode == 2
+    assert done.stderr == (f"error: {path}: top level: no parts (an empty list): nothing to "
+                           "assemble\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_manifests_given_to_the_wrong_option(recording: tuple[MediaServer, Manifests],
+                                             tmp_path: Path) -> None:
+    server, manifests = recording
+    before = sum(server.requests.values())
+    done = assembler("run", "--out", str(tmp_path / "out"),
+                     "--audio-parts", str(manifests.video_parts),
+                     "--video-parts", str(manifests.audio_parts))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"error: {manifests.audio_parts}: top level: no part has a `type` (webcam or "
+        "screenshare): audio parts? give this document as --audio-parts",
+        f"error: {manifests.video_parts}: [0].type: parts with a `type` are video parts: "
+        "give this document as --video-parts",
+    ]
+    assert sum(server.requests.values()) == before
+
+
+@pytest.mark.parametrize("command", ["run", "batch"])
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_out_that_is_a_file_is_bad_input_before_any_download(
+        recording: tuple[MediaServer, Manifests], tmp_path: Path, where: str,
+        command: str) -> None:
+    server, manifests = recording
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory")
+    out = blocker if where == "file" else blocker / "out"
+    before = sum(server.requests.values())
+    if command == "run":
+        done = assembler("run", "--out", str(out), *manifests.cli_args())
+    else:
+        jobs = tmp_path / "jobs.jsonl"
+        jobs.write_text(json.dumps({"id": "r1", "audio_parts": str(manifests.audio_parts)}))
+        done = assembler("batch", str(jobs), "--out", str(out))
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: output directory {out}: ")
+    assert sum(server.requests.values()) == before
+    assert blocker.read_text() == "not a directory"
+
+
+# --- pipes ------------------------------------------------------------------------------
+
+
+def test_dry_run_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    for index in range(400):  # a plan far longer than a pipe's buffer
+        build.audio_part(1 + index % 4, "Ada", index * 1.0, 0.5, ext=".wav", rate=8000)
+    manifests = build.write("http://127.0.0.1:9")
+    reader = subprocess.Popen(["head", "-c", "10"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL)
+    assert reader.stdin is not None
+    done = subprocess.run([sys.executable, "-m", "assembler", "run", "--out",
+                           str(tmp_path / "out"), "--audio-parts", str(manifests.audio_parts),
+                           "--dry-run"], stdout=reader.stdin, stderr=subprocess.PIPE,
+                          text=True, timeout=120, check=False)
+    reader.stdin.close()
+    reader.wait(timeout=30)
+    assert done.stderr == ""
+    assert done.returncode == 141  # 128 + SIGPIPE, as a shell tool killed by the pipe
