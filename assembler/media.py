@@ -318,6 +318,11 @@ class MediaInfo:
     # cannot open it, its streams are unknown, and it is media of length 0.
     header_only: bool = False
 
+    @property
+    def holds_nothing(self) -> bool:
+        """A readable container without a single stream or packet: media of length 0."""
+        return self.header_only or self.streams == 0
+
 
 _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "quad": 4,
                     "4.0": 4, "4.1": 5, "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6,

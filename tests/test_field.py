@@ -352,9 +352,11 @@ def test_headers_without_packets_are_told_from_garbage(tmp_path: Path) -> None:
     ogg = tmp_path / "empty.ogg"  # the OpusHead and OpusTags pages only
     ogg.write_bytes(b"OggS" + b"OggS".join(ogg_pages[1:3]))
     wav = make_part(tmp_path / "empty.wav", "anullsrc", "-frames:a", "0", "-c:a", "pcm_s16le")
+    # ffmpeg's MP4 muxer leaves out a track without samples: a file of no streams.
+    mp4 = make_part(tmp_path / "empty.mp4", "anullsrc", "-frames:a", "0", "-c:a", "aac")
     garbage = tmp_path / "garbage.webm"
     garbage.write_bytes(bytes.fromhex("1A45DFA3") + b"\x00garbage" * 50)
-    found = probe_many([webm, mka, ogg, wav, garbage])
+    found = probe_many([webm, mka, ogg, wav, mp4, garbage])
     for path in (webm, mka, ogg):
         info = found[path]
         assert isinstance(info, MediaInfo), path
@@ -366,6 +368,10 @@ def test_headers_without_packets_are_told_from_garbage(tmp_path: Path) -> None:
     assert wav_info.audio is not None
     assert wav_info.audio.packets == 0
     assert is_empty(wav_info, "audio")
+    mp4_info = found[mp4]
+    assert isinstance(mp4_info, MediaInfo)
+    assert mp4_info.holds_nothing
+    assert is_empty(mp4_info, "webcam")
     assert isinstance(found[garbage], MediaError)
 
 
