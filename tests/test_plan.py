@@ -193,6 +193,9 @@ def test_a_part_before_the_recording_start_is_cut_at_zero_and_played_from_its_of
                 "0.5 s)")}
     piece = split(audio, 1)[0]
     assert piece.segments[0].offset == 57600
+    shown = plan_as_json(plan)["participants"]
+    assert shown[0]["tracks"][0]["segments"] == [  # type: ignore[index]
+        {"start": 0, "length": 86400, "part": "early", "offset": 57600}]
 
 
 def test_a_timeline_shorter_than_a_frame_leaves_video_out_with_a_warning() -> None:
