@@ -318,6 +318,11 @@ class MediaInfo:
     # cannot open it, its streams are unknown, and it is media of length 0.
     header_only: bool = False
 
+    @property
+    def holds_nothing(self) -> bool:
+        """A readable container without a single stream or packet: media of length 0."""
+        return self.header_only or self.streams == 0
+
 
 _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "quad": 4,
                     "4.0": 4, "4.1": 5, "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6,
@@ -496,10 +501,16 @@ def usual_priming(audio: AudioStream) -> int:
 _SIDE_DATA = re.compile(r"(?:([A-Za-z][A-Za-z ]*),\s*)?(\d+),\s*0x[0-9a-f]+")
 
 
+# Files one scanning ffmpeg reads. ffmpeg 7+ keeps its inputs in step with each other,
+# which costs more than a process start beyond a few: 60 parts took ~16 ms of CPU
+# each in groups of 4, ~35 ms in groups of 32.
+_SCAN_GROUP = 4
+
+
 def scan_packets(infos: Mapping[Path, MediaInfo]) -> dict[Path, MediaInfo]:
     """`infos` with each audio and video stream's packets counted and its end measured.
 
-    One ffmpeg copies every packet of those streams (no decoding) into framecrc text.
+    ffmpeg copies every packet of those streams (no decoding) into framecrc text.
     The end counts from the file's start, as ffmpeg places the file: a container's
     own duration may count from 0 or from a stream's first timestamp, and may be a
     guess from the bit rate (raw ADTS). A first audio packet without skip samples
@@ -507,17 +518,22 @@ def scan_packets(infos: Mapping[Path, MediaInfo]) -> dict[Path, MediaInfo]:
     `USUAL_PRIMING`. A file ffmpeg cannot copy keeps its streams unscanned.
     """
     scanned = dict(infos)
-    readable = {path: info for path, info in infos.items() if info.audio or info.video}
-    if not readable:
-        return scanned
+    readable = [(path, info) for path, info in infos.items() if info.audio or info.video]
+    for first in range(0, len(readable), _SCAN_GROUP):
+        scanned.update(_scan_group(readable[first:first + _SCAN_GROUP]))
+    return scanned
+
+
+def _scan_group(files: Sequence[tuple[Path, MediaInfo]]) -> dict[Path, MediaInfo]:
+    scanned = {}
     with tempfile.TemporaryDirectory(prefix="assembler-scan-") as scratch:
-        args = [arg for path in readable for arg in ("-i", file_arg(path))]
-        for number, info in enumerate(readable.values()):
+        args = [arg for path, _ in files for arg in ("-i", file_arg(path))]
+        for number, (_, info) in enumerate(files):
             args += [arg for stream in (info.audio, info.video) if stream
                      for arg in ("-map", f"{number}:{stream.index}")]
             args += ["-c", "copy", "-f", "framecrc", file_arg(Path(scratch) / f"{number}.crc")]
         run_ffmpeg(args, check=False)
-        for number, (path, info) in enumerate(readable.items()):
+        for number, (path, info) in enumerate(files):
             try:
                 text = (Path(scratch) / f"{number}.crc").read_text("ascii", "replace")
             except OSError:

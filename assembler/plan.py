@@ -375,7 +375,8 @@ def plan_as_json(plan: Plan) -> dict[str, object]:
                 {"kind": track.kind, "path": track.path, "rate": str(track.rate),
                  "length": track.length, "duration": track.duration,
                  "segments": [
-                     {"start": segment.start, "length": segment.length, "part": segment.part_id}
+                     {"start": segment.start, "length": segment.length, "part": segment.part_id,
+                      **({"offset": segment.offset} if segment.offset else {})}
                      for segment in track.segments]}
                 for track in person.tracks]}
             for person in plan.participants],

@@ -129,7 +129,7 @@ def channel_layout(channels: int, audio_format: str) -> str:
 def is_empty(info: MediaInfo, kind: str) -> bool:
     """True when a part has no packets for a track of `kind`: its slot is silence or black."""
     stream = info.audio if kind == "audio" else info.video
-    return info.header_only or (stream is not None and stream.packets == 0)
+    return info.holds_nothing or (stream is not None and stream.packets == 0)
 
 
 def _audio_input(path: Path, info: MediaInfo, layout: str) -> Any:
@@ -280,7 +280,7 @@ def _compile(stream: Any) -> list[str]:
 def _check_streams(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> None:
     needed = "audio" if track.kind == "audio" else "video"
     for part_id in track.parts:
-        if getattr(probes[part_id], needed) is None and not probes[part_id].header_only:
+        if getattr(probes[part_id], needed) is None and not probes[part_id].holds_nothing:
             raise MediaError(f"part {part_id} has no {needed} stream", part_id=part_id)
 
 
@@ -327,7 +327,7 @@ def _part_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo], audio_form
         info = probes[segment.part_id]
         slot = track.seconds(segment.length)
         if is_empty(info, track.kind):
-            what = "a header without packets" if info.header_only else "no packets"
+            what = "a header without packets" if info.holds_nothing else "no packets"
             warnings.append((segment.part_id, f"media has {what}; its {slot:.3f} s slot is "
                                               f"{filler}"))
             continue

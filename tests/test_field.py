@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from assembler.errors import FFmpegError
-from assembler.media import MediaInfo, file_arg, probe, run_ffmpeg
+from assembler.errors import FFmpegError, MediaError
+from assembler.media import MediaInfo, file_arg, probe, probe_many, run_ffmpeg
 from assembler.plan import AUDIO_FORMATS, AUDIO_RATE, Slot, TrackPlan, place
-from assembler.render import RenderSettings, render_track
+from assembler.render import RenderSettings, is_empty, render_track
 from tests.support.media import (
     active_spans,
     audio_channels,
@@ -97,8 +97,9 @@ def holed_opus(path: Path, holes: list[tuple[float, float]]) -> Path:
                      "-bsf:a", f"noise=drop='{drop}'")
 
 
-@pytest.mark.parametrize("audio_format", AUDIO_FORMATS)
-@pytest.mark.parametrize("container", [".webm", ".ogg", ".mka"])
+@pytest.mark.parametrize(("container", "audio_format"), [
+    *((".webm", audio_format) for audio_format in AUDIO_FORMATS),
+    (".ogg", "flac"), (".mka", "wav")])
 def test_short_holes_in_opus_keep_the_rest_in_place(tmp_path: Path, container: str,
                                                     audio_format: str) -> None:
     # Two 40 ms holes in quiet stretches: the tones after them were 40 and 80 ms early.
@@ -133,8 +134,9 @@ STATED = {
 }
 
 
-@pytest.mark.parametrize("rate", [48000, 44100])
-@pytest.mark.parametrize("kind", [*UNSTATED, *STATED])
+@pytest.mark.parametrize(("kind", "rate"), [
+    *((kind, 48000) for kind in (*UNSTATED, *STATED)),
+    ("adts", 44100), ("mp3-no-xing", 44100), ("mp3-lame-tag", 44100)])
 def test_encoder_delay_is_taken_off_where_the_container_does_not(tmp_path: Path, kind: str,
                                                                   rate: int) -> None:
     name, codec = {**UNSTATED, **STATED}[kind]
@@ -342,13 +344,35 @@ def test_a_header_only_webcam_part_is_black(tmp_path: Path) -> None:
     assert colour_spans(frames, "red", tol=60) == [(FPS, 2 * FPS)]
 
 
-def test_garbage_is_still_not_media(tmp_path: Path) -> None:
-    garbage = tmp_path / "x.webm"
+def test_headers_without_packets_are_told_from_garbage(tmp_path: Path) -> None:
+    webm = header_only(make_tone(tmp_path / "a.webm", seconds=0.2), tmp_path / "empty.webm")
+    mka = header_only(make_part(tmp_path / "a.mka", bursts([(0, 0.2)], 0.2), "-c:a", "aac"),
+                      tmp_path / "empty.mka")
+    ogg_pages = make_tone(tmp_path / "a.ogg", seconds=0.2).read_bytes().split(b"OggS")
+    ogg = tmp_path / "empty.ogg"  # the OpusHead and OpusTags pages only
+    ogg.write_bytes(b"OggS" + b"OggS".join(ogg_pages[1:3]))
+    wav = make_part(tmp_path / "empty.wav", "anullsrc", "-frames:a", "0", "-c:a", "pcm_s16le")
+    # ffmpeg's MP4 muxer leaves out a track without samples: a file of no streams.
+    mp4 = make_part(tmp_path / "empty.mp4", "anullsrc", "-frames:a", "0", "-c:a", "aac")
+    garbage = tmp_path / "garbage.webm"
     garbage.write_bytes(bytes.fromhex("1A45DFA3") + b"\x00garbage" * 50)
-    from assembler.media import probe_many
-
-    found = probe_many([garbage])[garbage]
-    assert not isinstance(found, MediaInfo) or found.header_only is False
+    found = probe_many([webm, mka, ogg, wav, mp4, garbage])
+    for path in (webm, mka, ogg):
+        info = found[path]
+        assert isinstance(info, MediaInfo), path
+        assert info.header_only
+        assert is_empty(info, "audio")
+        assert is_empty(info, "webcam")
+    wav_info = found[wav]
+    assert isinstance(wav_info, MediaInfo)
+    assert wav_info.audio is not None
+    assert wav_info.audio.packets == 0
+    assert is_empty(wav_info, "audio")
+    mp4_info = found[mp4]
+    assert isinstance(mp4_info, MediaInfo)
+    assert mp4_info.holds_nothing
+    assert is_empty(mp4_info, "webcam")
+    assert isinstance(found[garbage], MediaError)
 
 
 # --- 8. channel limits of the output formats ---------------------------------------------

@@ -174,3 +174,34 @@ def test_split_pieces_join_back_into_the_track(
     assert [spans(piece.segments) for piece in pieces] == expected
     assert sum(piece.length for piece in pieces) == track.length
     assert all(sum(s.length for s in piece.segments) == piece.length for piece in pieces)
+
+
+def test_a_part_before_the_recording_start_is_cut_at_zero_and_played_from_its_offset() -> None:
+    plan = make_plan(documents(audio=[part("early", 1, -1.2, 3.0), part("gone", 1, -3.0, 1.0)],
+                               video=[part("cam", 1, -0.5, 2.0, kind="webcam")]))
+    assert plan.duration == Fraction("1.8")
+    audio, webcam = plan.tracks
+    assert [(s.start, s.length, s.part_id, s.offset) for s in audio.segments] == [
+        (0, 86400, "early", 57600)]
+    assert [(s.start, s.length, s.part_id, s.offset) for s in webcam.segments] == [
+        (0, 45, "cam", 15), (45, 9, None, 0)]
+    assert {(w.part_id, w.message) for w in plan.warnings} == {
+        ("early", "starts at -1.2 s, before the recording start; cut at 0 (its media from "
+                  "1.2 s)"),
+        ("gone", "ends at -2 s, before the recording start; left out"),
+        ("cam", "starts at -0.5 s, before the recording start; cut at 0 (its media from "
+                "0.5 s)")}
+    piece = split(audio, 1)[0]
+    assert piece.segments[0].offset == 57600
+    shown = plan_as_json(plan)["participants"]
+    assert shown[0]["tracks"][0]["segments"] == [  # type: ignore[index]
+        {"start": 0, "length": 86400, "part": "early", "offset": 57600}]
+
+
+def test_a_timeline_shorter_than_a_frame_leaves_video_out_with_a_warning() -> None:
+    plan = make_plan(documents(audio=[part("mic", 1, 0.0, 1.0)],
+                               video=[part("cam", 1, 0.0, 1.0, kind="webcam")]),
+                     duration=0.0001)
+    assert [(track.kind, track.length) for track in plan.tracks] == [("audio", 5)]
+    assert ("cam", "its 0.0001 s in the timeline are less than one frame at 30 per second; "
+                   "left out") in [(w.part_id, w.message) for w in plan.warnings]
