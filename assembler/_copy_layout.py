@@ -68,6 +68,9 @@ X264_DELAYS = {0: "bframes=0", 1: "bframes=1:b-pyramid=none", 2: "bframes=3:b-py
 # Black GOP length: x264 needs ~0.3 s for 2 s of 720p black; a long gap repeats the
 # GOP (a 3 h gap is 5400 concat entries, opened in about a second).
 GOP_SECONDS = 2
+# The longest frame interval (seconds) a copied track's grid may have where it would
+# move a slot: beyond it parts are a slide show, placed by encode at --fps instead.
+SPARSE_FRAME = Fraction(1, 5)
 _NAL_SPS, _NAL_IDR = 7, 5
 
 
@@ -240,17 +243,20 @@ def _packet_blocker(probes: Mapping[str, PartProbe]) -> str | None:
 
 
 def _grid_blocker(track: TrackPlan, placed: TrackPlan) -> str | None:
-    """Why the parts' frame grid would misplace a slot: an edge off by more than a frame
-    at the track's own rate. A sparse screenshare (a frame every few seconds) has
-    such a coarse grid that its first picture would show seconds early."""
+    """Why the parts' frame grid would misplace a slot: an edge off by more than a frame.
+
+    A frame at the parts' rate, but never more than `SPARSE_FRAME`: a sparse
+    screenshare (a frame every few seconds) makes so coarse a grid that its first
+    picture would show seconds early. `track` is the plan's, `placed` at the parts' rate.
+    """
+    allowed = min(1 / placed.rate, SPARSE_FRAME)
     for slot in placed.slots:
         for edge in (slot.start, slot.end):
             moved = to_units(edge, placed.rate) / placed.rate - edge
-            if abs(moved) > 1 / track.rate:
+            if abs(moved) > allowed and edge < track.end:
                 return (f"part {slot.part_id} has a frame every {float(1 / placed.rate):.3g} s: "
                         f"copied on that grid, its slot edge at {float(edge):g} s would move "
-                        f"{float(moved):+.3f} s, more than a frame at "
-                        f"{float(track.rate):g} fps")
+                        f"{float(moved):+.3f} s, more than {float(allowed):g} s")
     return None
 
 
