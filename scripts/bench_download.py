@@ -358,8 +358,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("small", "nginx"), help="run one kind of case")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve_with_latency(args.serve, LATENCY)
+    if args.serve:  # scripts/bench_e2e.py serves its parts this way too, at its own latency
+        serve_with_latency(args.serve, float(os.environ.get("BENCH_LATENCY", LATENCY)))
         return
     aria2c = shutil.which("aria2c")
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
