@@ -337,7 +337,7 @@ _SAR = re.compile(r"SAR (\d+):(\d+)")
 _FPS = re.compile(r"([\d.]+(?:k)?) (fps|tbn)")
 _RATE = re.compile(r"(\d+) Hz")
 _CHANNELS = re.compile(r"Hz, ([^,]+)")
-_WAV_PROBE = ("-probesize", str(64 << 10))
+_WAV_PROBE = ("-probesize", str(16 << 10))
 # "Display Matrix: rotation of 90.00 degrees" (ffmpeg 9), "displaymatrix: ..." (ffmpeg 5).
 _ROTATION = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.I)
 
@@ -400,7 +400,7 @@ def _unopened(path: Path, why: str) -> MediaInfo | MediaError:
 
 
 def _probe_options(path: Path) -> tuple[str, ...]:
-    """Input options for probing `path`: a WAV file is probed from its first 64 KiB.
+    """Input options for probing `path`: a WAV file is probed from its first 16 KiB.
 
     ffmpeg reads up to 5 MB of a PCM WAV looking for compressed audio (S/PDIF,
     MP3) behind the PCM tag: about 35 ms of CPU a file, 10-30 times the probe of

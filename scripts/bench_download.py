@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Benchmark the download stage against aria2c on the same links, measured in the same run.
+"""Benchmark `assembler run --download-only` against aria2c on the same links, in the same run.
 
-Not a test: prints a table. Cases:
+Not a test: prints a table. Both are timed as the user runs them, a whole
+command from start to exit (the CLI's interpreter start-up, manifest, download
+and the probe of every part included), best of `--repeat` runs each,
+alternating, every run into an empty directory. Cases:
   small  120 parts of 256 KiB-2 MiB behind 50 ms of latency (an aiohttp server started here)
   big    4 x 256 MiB from Debian's nginx, no added latency
-  huge   one 1 GiB part from nginx: peak RSS of the downloading process must stay under 120 MB
-
-`download_parts` runs in a child process of this script, timed around the call (aria2c is
-timed as a whole process; it starts in milliseconds). The CLI column is
-`python -m assembler run --download-only` end to end, for information: it adds interpreter
-start-up, manifest loading and an ffmpeg probe of every part, so the parts are WAV files.
+  huge   one 1 GiB part from nginx: peak RSS of the CLI process must stay under 80 MB
+Targets: CLI/aria2c <= 1.0 on every case. The parts are WAV files, so that the
+CLI's probe has media to read. Start-up is shown too: `assembler --help`
+beside `python -c pass`, and when each command's first request reached the
+small case's server after its start.
 Peak RSS is the child's VmHWM, polled from /proc (ru_maxrss of a child inherits the
 parent's high-water mark across fork and exec, so it would report this script's size).
 Needs aria2c and nginx: `apt-get update && apt-get install -y aria2 nginx-light`.
@@ -26,7 +28,6 @@ import os
 import random
 import shutil
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -39,15 +40,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from assembler.download import DownloadSettings, PartDownload, download_parts
-
 MiB = 1 << 20
 SMALL_COUNT, SMALL_SIZES, LATENCY = 120, (256 * 1024, 2 * MiB), 0.05
 BIG_COUNT, BIG_SIZE = 4, 256 * MiB
 HUGE_SIZE = 1024 * MiB
 CONCURRENCY = 8
-RSS_LIMIT_MB = 120.0
-TARGET_RATIO = 1.2
+RSS_LIMIT_MB = 80.0
+TARGET_RATIO = 1.0
 Runner = Callable[[list[str], Path], "Run"]
 INSTALL_HINT = "apt-get update && apt-get install -y aria2 nginx-light"
 
@@ -55,15 +54,15 @@ INSTALL_HINT = "apt-get update && apt-get install -y aria2 nginx-light"
 @dataclass(frozen=True)
 class Run:
     seconds: float
-    peak_rss_mb: float | None  # None: measured in this process
+    peak_rss_mb: float | None
+    first_request: float | None = None  # seconds from start to the server's first request
 
 
 @dataclass(frozen=True)
 class Row:
     case: str
-    ours: Run  # download_parts
+    cli: Run
     aria2c: Run | None
-    cli: Run | None
     identical: bool
 
 
@@ -97,9 +96,16 @@ def make_files(root: Path, sizes: list[int], prefix: str) -> dict[str, str]:
 
 
 def serve_with_latency(root: Path, latency: float) -> None:
-    """Child-process mode: serve `root` (Range included), each answer `latency` late."""
+    """Child-process mode: serve `root` (Range included), each answer `latency` late.
+
+    Each request's arrival (CLOCK_MONOTONIC, shared by every process) is appended
+    to `$BENCH_ARRIVALS`, for the start-up figure.
+    """
+    arrivals = Path(os.environ["BENCH_ARRIVALS"])
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        with arrivals.open("a") as log:
+            log.write(f"{time.monotonic()}\n")
         await asyncio.sleep(latency)
         return web.FileResponse(root / request.match_info["name"])
 
@@ -126,8 +132,8 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"nothing listens on port {port}")
 
 
-def start_latency_server(root: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BENCH_PORT": str(port)}
+def start_latency_server(root: Path, port: int, arrivals: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "BENCH_PORT": str(port), "BENCH_ARRIVALS": str(arrivals)}
     process = subprocess.Popen([sys.executable, __file__, "--serve", str(root)], env=env)
     wait_for_port(port, process)
     return process
@@ -166,22 +172,24 @@ def vm_hwm_mb(pid: int) -> float | None:
     return int(kib) / 1024 if kib else None
 
 
-def timed(cmd: list[str]) -> tuple[Run, str]:
-    """Run `cmd`: wall time, its peak RSS (VmHWM, polled while it runs) and its stdout."""
-    with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
-        start = time.perf_counter()
-        process = subprocess.Popen(cmd, stdout=output, stderr=errors)
+def timed(cmd: list[str], arrivals: Path | None = None) -> Run:
+    """Run `cmd`: wall time, its peak RSS (VmHWM, polled while it runs), its first request."""
+    if arrivals:
+        arrivals.write_text("")
+    with tempfile.TemporaryFile() as errors:
+        start = time.monotonic()
+        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors)
         peak = None
         while process.poll() is None:
             peak = vm_hwm_mb(process.pid) or peak
-            time.sleep(0.01)
-        seconds = time.perf_counter() - start
+            time.sleep(0.005)
+        seconds = time.monotonic() - start
         if process.returncode:
             errors.seek(0)
             raise SystemExit(f"exit {process.returncode}: {' '.join(cmd)}\n"
                              f"{errors.read().decode(errors='replace')[-2000:]}")
-        output.seek(0)
-        return Run(seconds, peak), output.read().decode()
+    times = [float(line) for line in arrivals.read_text().split()] if arrivals else []
+    return Run(seconds, peak, min(times) - start if times else None)
 
 
 def manifest_entry(n: int, url: str) -> dict[str, object]:
@@ -192,41 +200,20 @@ def manifest_entry(n: int, url: str) -> dict[str, object]:
             "duration": 1.0, "download_url": url}
 
 
-def run_cli(urls: list[str], out: Path) -> Run:
+def run_cli(arrivals: Path | None, urls: list[str], out: Path) -> Run:
     manifest = out.with_suffix(".json")
     manifest.write_text(json.dumps([manifest_entry(n, url) for n, url in enumerate(urls)]))
     return timed([sys.executable, "-m", "assembler", "run", "--download-only", "--quiet",
                   "--concurrency", str(CONCURRENCY), "--audio-parts", str(manifest),
-                  "--out", str(out)])[0]
+                  "--out", str(out)], arrivals)
 
 
-def run_download_parts(urls: list[str], out: Path) -> Run:
-    """download_parts in a child process; the time is the child's own, around the call."""
-    listing = out.with_suffix(".json")
-    listing.write_text(json.dumps(urls))
-    run, seconds = timed([sys.executable, __file__, "--fetch", str(listing), str(out)])
-    return Run(float(seconds), run.peak_rss_mb)
-
-
-def fetch_in_child(listing: Path, out: Path) -> None:
-    """Child-process mode: download every URL in `listing`; print the seconds it took."""
-    urls = json.loads(listing.read_text())
-    parts = [PartDownload(part_id=Path(url).stem, url=url, filename=Path(url).name)
-             for url in urls]
-    start = time.perf_counter()
-    results = asyncio.run(download_parts(parts, out / "parts",
-                                         DownloadSettings(concurrency=CONCURRENCY)))
-    if results.failures:
-        raise SystemExit(f"download failed: {next(iter(results.failures.values()))}")
-    print(time.perf_counter() - start)
-
-
-def run_aria2c(aria2c: str, urls: list[str], out: Path) -> Run:
+def run_aria2c(aria2c: str, arrivals: Path | None, urls: list[str], out: Path) -> Run:
     listing = out.with_suffix(".txt")
     listing.write_text("".join(f"{url}\n  out={Path(url).name}\n" for url in urls))
     return timed([aria2c, "-j", str(CONCURRENCY), "-x", "1", "-i", str(listing),
                   "-d", str(out / "parts"), "--file-allocation=none", "--quiet=true",
-                  "--allow-overwrite=true", "--auto-file-renaming=false"])[0]
+                  "--allow-overwrite=true", "--auto-file-renaming=false"], arrivals)
 
 
 def same_bytes(parts_dir: Path, digests: dict[str, str]) -> bool:
@@ -242,7 +229,7 @@ def same_bytes(parts_dir: Path, digests: dict[str, str]) -> bool:
 
 def compare(case: str, runners: dict[str, Runner], urls: list[str], digests: dict[str, str],
             work: Path, repeat: int) -> Row:
-    """Median time and top RSS of `repeat` alternating runs each, every one into an empty dir."""
+    """Best time and top RSS of `repeat` alternating runs each, every one into an empty dir."""
     runs: dict[str, list[Run]] = {name: [] for name in runners}
     identical = True
     for turn in range(repeat):
@@ -252,22 +239,23 @@ def compare(case: str, runners: dict[str, Runner], urls: list[str], digests: dic
             identical &= same_bytes(out / "parts", digests)
             shutil.rmtree(out)
 
-    def summary(name: str) -> Run | None:
+    def best(name: str) -> Run | None:
         if name not in runs:
             return None
         peaks = [run.peak_rss_mb for run in runs[name] if run.peak_rss_mb is not None]
-        return Run(statistics.median(run.seconds for run in runs[name]),
-                   max(peaks) if peaks else None)
+        firsts = [run.first_request for run in runs[name] if run.first_request is not None]
+        return Run(min(run.seconds for run in runs[name]), max(peaks) if peaks else None,
+                   min(firsts) if firsts else None)
 
-    ours = summary("download_parts")
-    assert ours is not None
-    return Row(case, ours, summary("aria2c"), summary("CLI"), identical)
+    cli = best("CLI")
+    assert cli is not None
+    return Row(case, cli, best("aria2c"), identical)
 
 
-def downloaders(aria2c: str | None) -> dict[str, Runner]:
-    runners: dict[str, Runner] = {"download_parts": run_download_parts, "CLI": run_cli}
+def downloaders(aria2c: str | None, arrivals: Path | None = None) -> dict[str, Runner]:
+    runners: dict[str, Runner] = {"CLI": partial(run_cli, arrivals)}
     if aria2c:
-        runners["aria2c"] = partial(run_aria2c, aria2c)
+        runners["aria2c"] = partial(run_aria2c, aria2c, arrivals)
     return runners
 
 
@@ -283,17 +271,17 @@ def megabytes(run: Run | None) -> str:
 
 
 def ratio(row: Row) -> float | None:
-    return row.ours.seconds / row.aria2c.seconds if row.aria2c else None
+    return row.cli.seconds / row.aria2c.seconds if row.aria2c else None
 
 
 def print_table(rows: list[Row]) -> None:
-    head = ("case", "dl_parts", "aria2c", "ratio", "CLI", "bytes", "RSS dl", "RSS aria")
+    head = ("case", "CLI", "aria2c", "ratio", "bytes", "RSS CLI", "RSS aria")
     print(f"{head[0]:<26}" + "".join(f"{title:>10}" for title in head[1:]))
     for row in rows:
         shown = ratio(row)
-        cells = (seconds(row.ours), seconds(row.aria2c),
-                 "n/a" if shown is None else f"{shown:.2f}", seconds(row.cli),
-                 "identical" if row.identical else "DIFFER", megabytes(row.ours),
+        cells = (seconds(row.cli), seconds(row.aria2c),
+                 "n/a" if shown is None else f"{shown:.2f}",
+                 "identical" if row.identical else "DIFFER", megabytes(row.cli),
                  megabytes(row.aria2c))
         print(f"{row.case:<26}" + "".join(f"{cell:>10}" for cell in cells))
 
@@ -304,28 +292,42 @@ def report_targets(rows: list[Row]) -> None:
         shown = ratio(row)
         if shown is not None:
             verdict = "met" if shown <= TARGET_RATIO else "MISSED"
-            print(f"{row.case}: download_parts/aria2c {shown:.2f} "
-                  f"(target <= {TARGET_RATIO}): {verdict}")
+            print(f"{row.case}: CLI/aria2c {shown:.2f} (target <= {TARGET_RATIO}): {verdict}")
     huge = next((row for row in rows if row.case.startswith("1 x 1 GiB")), None)
-    if huge and huge.ours.peak_rss_mb is not None:
-        verdict = "met" if huge.ours.peak_rss_mb < RSS_LIMIT_MB else "MISSED"
-        print(f"{huge.case}: peak RSS of the downloading process {huge.ours.peak_rss_mb:.0f} MB "
+    if huge and huge.cli.peak_rss_mb is not None:
+        verdict = "met" if huge.cli.peak_rss_mb < RSS_LIMIT_MB else "MISSED"
+        print(f"{huge.case}: peak RSS of the CLI process {huge.cli.peak_rss_mb:.0f} MB "
               f"(target < {RSS_LIMIT_MB:.0f} MB): {verdict}")
+
+
+def report_start_up(small: Row, repeat: int) -> None:
+    """`assembler --help` beside the interpreter's own start, and each first request."""
+    helps = [timed([sys.executable, "-m", "assembler", "--help"]).seconds
+             for _ in range(repeat)]
+    bare = [timed([sys.executable, "-c", "pass"]).seconds for _ in range(repeat)]
+    print(f"\nstart-up, best of {repeat}: `assembler --help` {min(helps):.3f}s, "
+          f"`python -c pass` {min(bare):.3f}s")
+    for name, run in (("CLI", small.cli), ("aria2c", small.aria2c)):
+        if run and run.first_request is not None:
+            print(f"first request of the small case after start: {name} "
+                  f"{run.first_request:.3f}s")
 
 
 # --- cases --------------------------------------------------------------------------------
 
 
-def small_case(work: Path, aria2c: str | None, repeat: int) -> list[Row]:
+def small_case(work: Path, aria2c: str | None, repeat: int) -> Row:
     rng = random.Random(1)
     sizes = [rng.randint(*SMALL_SIZES) for _ in range(SMALL_COUNT)]
     digests = make_files(work / "small", sizes, "small")
     port = free_port()
-    server = start_latency_server(work / "small", port)
+    arrivals = work / "arrivals.txt"
+    arrivals.touch()
+    server = start_latency_server(work / "small", port, arrivals)
     try:
         urls = [f"http://127.0.0.1:{port}/{name}" for name in digests]
         case = f"{SMALL_COUNT} x 0.25-2 MiB, 50 ms"
-        return [compare(case, downloaders(aria2c), urls, digests, work, repeat)]
+        return compare(case, downloaders(aria2c, arrivals), urls, digests, work, repeat)
     finally:
         server.terminate()
         server.wait()
@@ -353,14 +355,11 @@ def nginx_cases(work: Path, nginx: str, aria2c: str | None, repeat: int) -> list
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per downloader and case")
+    parser.add_argument("--only", choices=("small", "nginx"), help="run one kind of case")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--fetch", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve_with_latency(args.serve, LATENCY)
-        return
-    if args.fetch:
-        fetch_in_child(*args.fetch)
+    if args.serve:  # scripts/bench_e2e.py serves its parts this way too, at its own latency
+        serve_with_latency(args.serve, float(os.environ.get("BENCH_LATENCY", LATENCY)))
         return
     aria2c = shutil.which("aria2c")
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
@@ -369,15 +368,16 @@ def main() -> None:
             print(f"{tool} not found: install it with `{INSTALL_HINT}`; its cases are skipped")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-download-") as temp:
-        rows += small_case(Path(temp), aria2c, args.repeat)
-        if nginx:
+        if args.only != "nginx":
+            rows.append(small_case(Path(temp), aria2c, args.repeat))
+        if nginx and args.only != "small":
             rows += nginx_cases(Path(temp), nginx, aria2c, args.repeat)
-    print("dl_parts: download_parts in a child process, timed around the call; aria2c: the whole"
-          " process;\nCLI: `python -m assembler run --download-only` end to end (start-up,"
-          " manifest, ffmpeg probe\nof every part), for information. Medians of"
-          f" {args.repeat} runs; RSS: peak VmHWM.\n")
+    print(f"CLI: `python -m assembler run --download-only --quiet`, aria2c `-j {CONCURRENCY} -x 1`,"
+          f" each a whole process;\nbest of {args.repeat} runs; RSS: the top peak VmHWM.\n")
     print_table(rows)
     report_targets(rows)
+    if rows and rows[0].case.startswith(str(SMALL_COUNT)):
+        report_start_up(rows[0], args.repeat)
 
 
 if __name__ == "__main__":
