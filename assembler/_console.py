@@ -108,7 +108,10 @@ class _Detail(ProgressColumn):
     """The row's own words beside its bar: bytes, percent, speed, time left."""
 
     def render(self, task: Task) -> Text:
-        return Text(task.fields.get("detail", ""), no_wrap=True, overflow="ellipsis")
+        detail = task.fields.get("detail", "")
+        if task.fields.get("clock") and task.elapsed is not None:  # time spent, then the rest
+            detail = f"{_duration(task.elapsed)} {detail}"
+        return Text(detail, no_wrap=True, overflow="ellipsis")
 
 
 def live_progress(console: Console) -> Progress:
@@ -215,7 +218,8 @@ class RunDisplay:
         self.downloads = _Downloads(0)
         self.overall: TaskID | None = None
         self.tracks_row: TaskID | None = None
-        self.tracks: Counter[str] = Counter()  # planned, written, failed
+        self.tracks: Counter[str] = Counter()  # planned, written, failed, blocked
+        self.track_parts: dict[str, set[str]] = {}  # parts each track waits for
         self.lock = threading.Lock()  # render threads report at once
 
     # --- downloads (event loop) ---
@@ -224,6 +228,7 @@ class RunDisplay:
         self.labels = part_labels(plan)
         self.downloads = _Downloads(len(part_ids))
         self.tracks["planned"] = len(plan.tracks)
+        self.track_parts = {track.path: set(track.parts) for track in plan.tracks}
         if self.progress and part_ids:
             self.overall = self.progress.add_task(self.downloads.describe(),
                                                   total=len(part_ids), detail="")
@@ -283,6 +288,11 @@ class RunDisplay:
 
     def part_failed(self, part_id: str, error: DownloadError) -> None:
         self.downloads.failed += 1
+        blocked = [path for path, parts in self.track_parts.items() if part_id in parts]
+        with self.lock:  # those tracks will not be made: the count of tracks to come shrinks
+            for path in blocked:
+                del self.track_parts[path]
+                self.tracks["blocked"] += 1
         self._part_over(part_id)
 
     def _part_over(self, part_id: str) -> None:
@@ -308,18 +318,21 @@ class RunDisplay:
         with self.lock:
             if self.tracks_row is None:
                 self.tracks_row = self.progress.add_task(self._describe_tracks(),
-                                                         total=None, detail="")
+                                                         total=self._tracks_due(), detail="")
             self.rows[track.path] = self.progress.add_task(
-                f"  {self._track_label(track)}", total=track.duration, detail="starting")
+                f"  {self._track_label(track)}", total=track.duration, detail="", clock=True)
 
     def _track_label(self, track: TrackPlan) -> str:
         folder = track.path.split("/")[-2] if "/" in track.path else track.path
         return f"{folder} {track.kind}"
 
+    def _tracks_due(self) -> int:
+        return self.tracks["planned"] - self.tracks["blocked"]
+
     def _describe_tracks(self) -> str:
         failed = f", {self.tracks['failed']} failed" if self.tracks["failed"] else ""
         done = self.tracks["written"] + self.tracks["failed"]
-        return f"tracks {done}/{self.tracks['planned']}{failed}"
+        return f"tracks {done}/{self._tracks_due()}{failed}"
 
     def track_advanced(self, track: TrackPlan, seconds: float) -> None:
         if not self.progress or track.path not in self.rows:
@@ -340,7 +353,9 @@ class RunDisplay:
                 if track.path in self.rows:
                     self.progress.remove_task(self.rows.pop(track.path))
                 if self.tracks_row is not None:
-                    self.progress.update(self.tracks_row, description=self._describe_tracks())
+                    self.progress.update(self.tracks_row, description=self._describe_tracks(),
+                                         total=self._tracks_due(),
+                                         completed=self.tracks["written"] + self.tracks["failed"])
         if self.json_events and not isinstance(result, AssemblerError):
             _event("wrote track", track=track.path, strategy=result.strategy,
                    duration=result.track.duration, rate=str(result.track.rate))
