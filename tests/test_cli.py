@@ -240,3 +240,115 @@ def test_dry_run_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     reader.wait(timeout=30)
     assert done.stderr == ""
     assert done.returncode == 141  # 128 + SIGPIPE, as a shell tool killed by the pipe
+
+
+# --- a run as it is seen: summary, logs, progress, report ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def lossy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MediaServer, Manifests]]:
+    """Ada's audio is three parts, the second answers 404; Bob's webcam needs no copy help."""
+    build = RecordingBuilder(tmp_path_factory.mktemp("www"))
+    build.audio_part(1, "Ada", 0.0, 1.0, ext=".wav", rate=8000)
+    lost = build.audio_part(1, "Ada", 1.5, 1.0, ext=".wav", rate=8000)
+    build.audio_part(1, "Ada", 3.0, 1.0, ext=".wav", rate=8000)
+    build.video_part(2, "Bob", 0.0, 2.0, size=(32, 24), fps=5)
+    with serve_directory(build.root) as server:
+        server.fail(f"parts/{lost.file}", 404)
+        yield server, build.write(server.base_url)
+
+
+def test_json_logs_name_part_and_track_and_end_with_run_finished(
+        lossy: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    _, manifests = lossy
+    lost = json.loads(manifests.audio_parts.read_text())[1]["id"]
+    done = assembler("run", "--out", str(tmp_path), *manifests.cli_args(), "--json-logs",
+                     "--retries", "0")
+    assert done.returncode == 3
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    errors = [line for line in lines if line["level"] == "error"]
+    assert [(line.get("part"), line.get("track")) for line in errors] == [
+        (lost, None), (lost, "participants/1-ada/audio.flac")]
+    assert all(line["message"].count(lost) == 1 for line in errors)
+    wrote = [line for line in lines if line.get("event") == "wrote track"]
+    assert [(line["track"], line["strategy"], line["duration"]) for line in wrote] == [
+        ("participants/2-bob/webcam.mp4", "copy", 4.0)]
+    assert lines[-1]["event"] == "run finished"
+    assert lines[-1]["exit"] == 3
+    assert lines[-1]["report"] == str(tmp_path / "report.json")
+
+
+def test_summary_has_one_line_per_failed_track(tmp_path: Path) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    for index, size in enumerate([(32, 24), (64, 48), (48, 32), (32, 24)]):
+        build.video_part(1, "Ada", index * 1.0, 1.0, size=size, fps=5)
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        done = assembler("run", "--out", str(tmp_path / "out"), *manifests.cli_args(),
+                         "--video-strategy", "copy")
+    assert done.returncode == 1
+    failed = [line for line in done.stdout.splitlines() if line.startswith("failed ")]
+    assert len(failed) == 1
+    assert failed[0].startswith("failed participants/1-ada/webcam.mp4: cannot copy")
+    assert len(json.loads((tmp_path / "out/report.json").read_text())["failures"]) == 4
+    assert [line for line in done.stderr.splitlines() if "webcam.mp4" in line] == [
+        f"error: {failed[0].removeprefix('failed ').replace(': ', ' not written: ', 1)}"]
+
+
+def test_logs_off_a_terminal_are_whole_lines(lossy: tuple[MediaServer, Manifests],
+                                             tmp_path: Path) -> None:
+    _, manifests = lossy
+    done = assembler("run", "--out", str(tmp_path), "--audio-parts",
+                     str(manifests.audio_parts), "-v", "--retries", "0")
+    commands = [line for line in done.stderr.splitlines() if line.startswith("debug: running ")]
+    assert commands
+    assert all(line.rstrip().endswith(".flac") or "file:" in line for line in commands)
+    assert any(len(line) > 200 for line in commands)  # one line, however long
+    assert "error: part " in done.stderr
+
+
+def test_a_rerun_with_every_part_on_disk_says_so(recording: tuple[MediaServer, Manifests],
+                                                 tmp_path: Path) -> None:
+    server, manifests = recording
+    first = assembler("run", "--out", str(tmp_path), *manifests.cli_args())
+    assert first.returncode == 0, first.stderr
+    assert "info: downloaded 3 parts" in first.stderr
+    before = sum(server.requests.values())
+    again = assembler("run", "--out", str(tmp_path), *manifests.cli_args())
+    assert again.returncode == 0, again.stderr
+    assert "info: all 3 parts on disk" in again.stderr.splitlines()
+    assert sum(server.requests.values()) == before
+
+
+def test_report_lists_every_blank_span_and_no_false_warning(tmp_path: Path) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    build.audio_part(1, "Ada", 0.0, 2.0, media_seconds=1.0, ext=".wav")  # padded 1 s
+    cut = build.audio_part(1, "Ada", 3.0, 2.0, ext=".wav")  # --duration cuts it at 4 s
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        done = assembler("run", "--out", str(tmp_path / "out"), "--audio-parts",
+                         str(manifests.audio_parts), "--duration", "4")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out/report.json").read_text())
+    (track,) = report["participants"][0]["tracks"]
+    assert track["gaps"] == [[2.0, 3.0]]
+    assert track["blank"] == [[1.0, 3.0]]
+    about_cut = [warning["message"] for warning in report["warnings"]
+                 if warning.get("part") == cut.part_id]
+    assert about_cut == ["cut at the timeline end, 4 s"]
+
+
+def test_dry_run_says_where_render_decides_the_frame_rate(
+        recording: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    _, manifests = recording
+    done = assembler("run", "--out", str(tmp_path), *manifests.cli_args(), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    tracks = {track["kind"]: track for person in json.loads(done.stdout)["participants"]
+              for track in person["tracks"]}
+    assert tracks["audio"]["rate"] == "48000"
+    assert tracks["webcam"]["rate"].startswith("decided at render: the parts' own rate")
+    assert tracks["webcam"]["frames_at"] == "30"
+    encoded = assembler("run", "--out", str(tmp_path), *manifests.cli_args(), "--dry-run",
+                        "--video-strategy", "encode", "--fps", "25")
+    webcam = json.loads(encoded.stdout)["participants"][0]["tracks"][1]
+    assert webcam["rate"] == "25"
