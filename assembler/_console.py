@@ -429,8 +429,8 @@ class BatchDisplay:
                                  detail=f"{self._counts()}{_left(task)}")
         bad = status in ("failed", "invalid")
         if self.log_each or (self.progress and bad):
-            name = row["id"] or f"line {row['line']}"
-            log.log(logging.WARNING if bad else logging.INFO, "%s %s%s", name, status,
-                    f": {row['error']}" if "error" in row else "",
+            error = f": {row['error']}" if "error" in row else ""  # names the line, when bad
+            log.log(logging.WARNING if bad else logging.INFO, "%s%s",
+                    f"{row['id']} {status}" if row["id"] else status, error,
                     extra={"fields": {"event": "recording finished", **row,
                                       "done": sum(self.counts.values())}})

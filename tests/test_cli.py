@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
@@ -352,3 +353,23 @@ def test_dry_run_says_where_render_decides_the_frame_rate(
                         "--video-strategy", "encode", "--fps", "25")
     webcam = json.loads(encoded.stdout)["participants"][0]["tracks"][1]
     assert webcam["rate"] == "25"
+
+
+def test_batch_json_lines_carry_the_recording_id(lossy: tuple[MediaServer, Manifests],
+                                                  tmp_path: Path) -> None:
+    _, manifests = lossy
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps({"id": name, "audio_parts": str(manifests.audio_parts)})
+                            + "\n" for name in ("r1", "r2")) + '{"id": "r3",,}\n')
+    done = assembler("batch", str(jobs), "--out", str(tmp_path / "out"), "--json-logs",
+                     "--jobs", "2", "--retries", "0")
+    assert done.returncode == 1
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    errors = [line for line in lines if line["level"] == "error"]
+    assert Counter(line["id"] for line in errors) == {"r1": 2, "r2": 2}  # the part, the track
+    bad = [line["message"] for line in lines if line.get("status") == "invalid"]
+    assert bad == ["invalid: line 3 column 13: not JSON (Expecting property name enclosed "
+                   "in double quotes)"]
+    assert lines[-1]["event"] == "batch finished"
+    assert lines[-1]["exit"] == 1
+    assert lines[-1]["ledger"] == str(tmp_path / "out/batch.json")
