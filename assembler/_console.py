@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.filesize import decimal
+from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     Progress,
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
     from .plan import Plan, TrackPlan
     from .render import RenderedTrack
 
-__all__ = ["BatchDisplay", "Console", "RunDisplay", "configure_logging", "live_progress"]
+__all__ = ["BatchDisplay", "Console", "RunDisplay", "configure_logging", "live_progress",
+           "stderr_console"]
 
 log = logging.getLogger("assembler")
 
@@ -77,6 +79,18 @@ class PlainFormatter(logging.Formatter):
         return f"{record.levelname.lower()}: {prefix}{record.getMessage()}"
 
 
+def stderr_console() -> Console:
+    """The console the display and the log share: stderr, two columns short of a terminal.
+
+    Full-width rows would let the terminal's own echo of Ctrl-C (`^C`) wrap onto a new
+    line, and the display, erasing itself by counting lines up, would leave a row behind.
+    """
+    console = Console(stderr=True)
+    if console.is_terminal and console.width > 40:
+        console.width = console.width - 2
+    return console
+
+
 def configure_logging(*, json_logs: bool, verbose: bool, console: Console,
                       context: Callable[[], dict[str, Any]] | None = None) -> None:
     """Send the `assembler` loggers to stderr: JSON, rich (a terminal) or plain lines."""
@@ -85,10 +99,8 @@ def configure_logging(*, json_logs: bool, verbose: bool, console: Console,
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter(context))
     elif console.is_terminal:
-        from rich.logging import RichHandler
-
-        handler = RichHandler(console=console, show_time=False, show_path=False,
-                              markup=False, highlighter=None)
+        handler = _TurnTakingHandler(console=console, show_time=False, show_path=False,
+                                     markup=False)
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(PlainFormatter(context))
@@ -114,14 +126,58 @@ class _Detail(ProgressColumn):
         return Text(detail, no_wrap=True, overflow="ellipsis")
 
 
+# Rich keeps each thread's output apart until it is written: a log line from a render
+# thread and a refresh of the display, written at once, each erase the same rows and the
+# display leaves a stale copy of itself behind. Both take this lock to write in turn.
+_SCREEN = threading.RLock()
+
+
+class _TurnTakingHandler(RichHandler):
+    """Log lines above the live display, written in turn with its refreshes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with _SCREEN:
+            super().emit(record)
+
+
+class _LiveProgress(Progress):
+    """A rich `Progress` refreshed by its own thread, in turn with log lines (`_SCREEN`)."""
+
+    REFRESH_SECONDS = 0.2
+
+    def __init__(self, *columns: ProgressColumn, console: Console) -> None:
+        super().__init__(*columns, console=console, transient=True, expand=True,
+                         auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
+        self._stopping = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh_often, daemon=True,
+                                           name="progress-refresh")
+
+    def _refresh_often(self) -> None:
+        while not self._stopping.wait(self.REFRESH_SECONDS):
+            with _SCREEN:
+                self.refresh()
+
+    def start(self) -> None:
+        with _SCREEN:
+            super().start()
+        self._refresher.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._refresher.is_alive():
+            self._refresher.join()
+        with _SCREEN:
+            super().stop()
+
+
 def live_progress(console: Console) -> Progress:
     """The live display: a name, a bar and a detail per row; gone when the run ends."""
-    return Progress(
+    return _LiveProgress(
         TextColumn("{task.description}", table_column=Column(
             width=LABEL_WIDTH, no_wrap=True, overflow="ellipsis")),
         BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=6)),
         _Detail(table_column=Column(no_wrap=True, overflow="ellipsis", min_width=10)),
-        console=console, transient=True, expand=True, refresh_per_second=5)
+        console=console)
 
 
 def _task(progress: Progress, task_id: TaskID) -> Task:

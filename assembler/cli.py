@@ -462,9 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AssemblerError as error:  # the command line itself
         _print_error(_error_lines(error), json_logs)
         return error.exit_status
-    from ._console import Console, configure_logging
+    from ._console import configure_logging, stderr_console
 
-    console = Console(stderr=True)
+    console = stderr_console()
     configure_logging(json_logs=args.json_logs, verbose=args.verbose, console=console,
                       context=_recording_context if args.command == "batch" else None)
     status = _command(args, console)
