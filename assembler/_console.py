@@ -99,8 +99,8 @@ def configure_logging(*, json_logs: bool, verbose: bool, console: Console,
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter(context))
     elif console.is_terminal:
-        handler = _TurnTakingHandler(console=console, show_time=False, show_path=False,
-                                     markup=False)
+        handler = _TurnTakingHandler(context, console=console, show_time=False,
+                                     show_path=False, markup=False)
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(PlainFormatter(context))
@@ -133,9 +133,19 @@ _SCREEN = threading.RLock()
 
 
 class _TurnTakingHandler(RichHandler):
-    """Log lines above the live display, written in turn with its refreshes."""
+    """Log lines above the live display, written in turn with its refreshes; inside a
+    batch, each prefixed `[<recording id>]` (from `context`)."""
+
+    def __init__(self, context: Callable[[], dict[str, Any]] | None = None,
+                 **options: Any) -> None:
+        super().__init__(**options)
+        self.context = context
 
     def emit(self, record: logging.LogRecord) -> None:
+        recording = (self.context() if self.context else {}).get("id")
+        if recording:
+            record = logging.makeLogRecord({**record.__dict__, "args": (),
+                                            "msg": f"[{recording}] {record.getMessage()}"})
         with _SCREEN:
             super().emit(record)
 
@@ -185,7 +195,7 @@ def _task(progress: Progress, task_id: TaskID) -> Task:
 
 
 def _size(nbytes: float) -> str:
-    return decimal(int(nbytes)).replace(" ", "")
+    return decimal(int(nbytes))
 
 
 def _duration(seconds: float) -> str:
@@ -252,10 +262,11 @@ class _Downloads:
         return f"{_size(got)}/{_size(known)}{speed}" if known else "waiting"
 
     def summary(self) -> str:
-        if not self.fetched and not self.failed:
-            return f"all {self.kept} parts on disk"
-        kept = f", {self.kept} already on disk" if self.kept else ""
         failed = f", {self.failed} failed" if self.failed else ""
+        if not self.fetched:
+            return f"all {self.kept} parts on disk" if not failed else (
+                f"{self.kept} parts on disk{failed}")
+        kept = f", {self.kept} already on disk" if self.kept else ""
         return (f"downloaded {self.fetched} part{'s' * (self.fetched != 1)} "
                 f"({_size(self.transferred)}){kept}{failed}")
 
@@ -443,7 +454,7 @@ class BatchDisplay:
         return f"{per_minute:.1f}/min"
 
     def tally(self) -> str:
-        pace = f" ({self.pace()} recordings)" if self.pace() else ""
+        pace = f" ({self.pace().replace('/', ' recordings/')})" if self.pace() else ""
         return (f"{self.counts['ok']} ok, {self.counts['skipped']} skipped, "
                 f"{self.counts['failed']} failed, {self.counts['invalid']} invalid{pace}")
 
