@@ -235,6 +235,7 @@ class _Downloads:
         self.fetched = self.kept = self.failed = 0
         self.sizes: dict[str, int] = {}  # part id -> total bytes, once its response said
         self.got: dict[str, int] = {}  # part id -> bytes on disk (resumed bytes included)
+        self.settled_bytes = 0  # bytes of the parts finished, fetched or kept
         self.transferred = 0  # bytes received by this run
         self.started: float | None = None
 
@@ -252,9 +253,15 @@ class _Downloads:
         failed = f", {self.failed} failed" if self.failed else ""
         return f"parts {self.finished}/{self.planned}{failed}"
 
+    def settle(self, part_id: str, size: int | None) -> None:
+        """A part is done with: its bytes move from under way to settled."""
+        got = self.got.pop(part_id, 0)
+        self.sizes.pop(part_id, None)
+        self.settled_bytes += got if size is None else size
+
     def detail(self) -> str:
-        got = sum(self.got.values())
-        known = sum(self.sizes.values())
+        got = self.settled_bytes + sum(self.got.values())
+        known = self.settled_bytes + sum(self.sizes.values())
         speed = ""
         if self.started is not None and self.transferred:
             rate = self.transferred / max(time.monotonic() - self.started, 1e-3)
@@ -348,6 +355,11 @@ class RunDisplay:
             downloads.kept += 1
         else:
             downloads.fetched += 1
+        try:
+            size: int | None = path.stat().st_size
+        except OSError:
+            size = None
+        downloads.settle(part_id, size)
         self._part_over(part_id)
         if self.json_events:
             _event("kept part" if skipped else "downloaded part", part=part_id,
@@ -355,6 +367,7 @@ class RunDisplay:
 
     def part_failed(self, part_id: str, error: DownloadError) -> None:
         self.downloads.failed += 1
+        self.downloads.settle(part_id, 0)
         blocked = [path for path, parts in self.track_parts.items() if part_id in parts]
         with self.lock:  # those tracks will not be made: the count of tracks to come shrinks
             for path in blocked:
@@ -363,8 +376,6 @@ class RunDisplay:
         self._part_over(part_id)
 
     def _part_over(self, part_id: str) -> None:
-        self.downloads.sizes.pop(part_id, None)
-        self.downloads.got.pop(part_id, None)
         if self.progress and part_id in self.rows:
             self.progress.remove_task(self.rows.pop(part_id))
         self._show_overall()

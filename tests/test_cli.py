@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -15,7 +16,7 @@ from tests.support.recording import Manifests, RecordingBuilder
 from tests.support.server import MediaServer, serve_directory
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 
@@ -373,3 +374,108 @@ def test_batch_json_lines_carry_the_recording_id(lossy: tuple[MediaServer, Manif
     assert lines[-1]["event"] == "batch finished"
     assert lines[-1]["exit"] == 1
     assert lines[-1]["ledger"] == str(tmp_path / "out/batch.json")
+
+
+# --- the live display, read off an emulated terminal -------------------------------------
+
+
+def _run_in_terminal(args: list[str], columns: int, until: Callable[[str], bool],
+                     then: Callable[[subprocess.Popen[bytes]], None]
+                     ) -> tuple[int, list[str], list[str]]:
+    """Run the CLI on a pseudo-terminal `columns` wide; once the screen shows `until`,
+    call `then` with the process. Returns the exit status, a screen seen while running,
+    and the last screen."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    import pyte
+
+    screen = pyte.Screen(columns, 40)
+    stream = pyte.ByteStream(screen)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
+    process = subprocess.Popen([sys.executable, "-m", "assembler", *args], stdin=follower,
+                               stdout=follower, stderr=follower,
+                               env={**env, "TERM": "xterm-256color", "PYTHONPATH": os.getcwd()})
+    os.close(follower)
+    seen: list[str] = []
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 60)
+            assert ready, "the CLI went silent for a minute"
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the follower closed: the process has ended
+                break
+            if not chunk:
+                break
+            stream.feed(chunk)
+            if not seen and until("\n".join(screen.display)):
+                seen = list(screen.display)
+                then(process)
+    finally:
+        status = process.wait(timeout=120)
+        os.close(leader)
+    return status, seen, [line.rstrip() for line in screen.display if line.strip()]
+
+
+@pytest.mark.parametrize("columns", [70, 120])
+def test_progress_rows_name_participant_kind_and_part_and_leave_a_clean_screen(
+        tmp_path: Path, columns: int) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    for index in range(3):
+        build.audio_part(1, "Ada Lovelace-Byron", index * 1.0, 0.5, ext=".wav", rate=8000)
+    late = build.audio_part(2, "Bob", 0.0, 0.5, ext=".wav", rate=8000)
+    with serve_directory(build.root) as server:
+        release = server.hold(f"parts/{late.file}")
+        manifests = build.write(server.base_url)
+        status, seen, last = _run_in_terminal(
+            ["run", "--out", str(tmp_path / "out"), "--audio-parts", str(manifests.audio_parts)],
+            columns, until=lambda text: "parts 3/4" in text, then=lambda _: release())
+    assert status == 0
+    overall = next(line for line in seen if line.startswith("parts 3/4"))
+    assert len(overall.rstrip()) <= columns - 2  # room for the terminal's own ^C echo
+    assert "B/" in overall  # bytes so far of the sizes known
+    assert f"report {tmp_path / 'out/report.json'}" in "".join(last)  # long paths wrap
+    assert not [line for line in last if "━" in line]  # the display is gone, rows and all
+    assert "info: " not in "\n".join(last)  # rich log lines on a terminal, not plain ones
+
+
+def test_ctrl_c_mid_render_leaves_a_clean_screen(tmp_path: Path) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    build.video_part(1, "Ada", 0.0, 1.0, size=(64, 48), fps=10)
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        status, seen, last = _run_in_terminal(
+            ["run", "--out", str(tmp_path / "out"), "--video-parts", str(manifests.video_parts),
+             "--duration", "900", "--fps", "60", "--video-strategy", "encode"], 70,
+            until=lambda text: "% " in text, then=lambda process: process.send_signal(2))
+    assert status == 130
+    row = next(line for line in seen if line.startswith("  1-ada webcam"))
+    assert re.search(r" \d+:\d\d +\d+%", row)  # time spent, then the share done
+    assert not [line for line in last if "━" in line]
+    assert last[-1] == "error: interrupted; complete parts and tracks are kept"
+
+
+def test_download_rows_are_named_participant_kind_and_number(tmp_path: Path) -> None:
+    import asyncio
+
+    from assembler._console import part_labels
+    from assembler.manifest import Sources
+    from assembler.pipeline import RunOptions, plan_recording
+
+    build = RecordingBuilder(tmp_path / "www")
+    ada = [build.audio_part(1, "Ada Lovelace-Byron", start, 0.5, ext=".wav", rate=8000)
+           for start in (2.0, 0.0)]
+    cam = build.video_part(2, None, 0.0, 1.0, size=(32, 24), fps=5)
+    manifests = build.write("http://127.0.0.1:9")
+    _, plan = asyncio.run(plan_recording(Sources(audio_parts=str(manifests.audio_parts),
+                                                 video_parts=str(manifests.video_parts)),
+                                         RunOptions()))
+    assert part_labels(plan) == {ada[1].part_id: "Ada Lovelace-… audio 1/2",
+                                 ada[0].part_id: "Ada Lovelace-… audio 2/2",
+                                 cam.part_id: "#2 webcam 1/1"}
