@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.filesize import decimal
+from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     Progress,
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
     from .plan import Plan, TrackPlan
     from .render import RenderedTrack
 
-__all__ = ["BatchDisplay", "Console", "RunDisplay", "configure_logging", "live_progress"]
+__all__ = ["BatchDisplay", "Console", "RunDisplay", "configure_logging", "live_progress",
+           "stderr_console"]
 
 log = logging.getLogger("assembler")
 
@@ -77,6 +79,18 @@ class PlainFormatter(logging.Formatter):
         return f"{record.levelname.lower()}: {prefix}{record.getMessage()}"
 
 
+def stderr_console() -> Console:
+    """The console the display and the log share: stderr, two columns short of a terminal.
+
+    Full-width rows would let the terminal's own echo of Ctrl-C (`^C`) wrap onto a new
+    line, and the display, erasing itself by counting lines up, would leave a row behind.
+    """
+    console = Console(stderr=True)
+    if console.is_terminal and console.width > 40:
+        console.width = console.width - 2
+    return console
+
+
 def configure_logging(*, json_logs: bool, verbose: bool, console: Console,
                       context: Callable[[], dict[str, Any]] | None = None) -> None:
     """Send the `assembler` loggers to stderr: JSON, rich (a terminal) or plain lines."""
@@ -85,10 +99,8 @@ def configure_logging(*, json_logs: bool, verbose: bool, console: Console,
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter(context))
     elif console.is_terminal:
-        from rich.logging import RichHandler
-
-        handler = RichHandler(console=console, show_time=False, show_path=False,
-                              markup=False, highlighter=None)
+        handler = _TurnTakingHandler(context, console=console, show_time=False,
+                                     show_path=False, markup=False)
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(PlainFormatter(context))
@@ -108,17 +120,74 @@ class _Detail(ProgressColumn):
     """The row's own words beside its bar: bytes, percent, speed, time left."""
 
     def render(self, task: Task) -> Text:
-        return Text(task.fields.get("detail", ""), no_wrap=True, overflow="ellipsis")
+        detail = task.fields.get("detail", "")
+        if task.fields.get("clock") and task.elapsed is not None:  # time spent, then the rest
+            detail = f"{_duration(task.elapsed)} {detail}"
+        return Text(detail, no_wrap=True, overflow="ellipsis")
+
+
+# Rich keeps each thread's output apart until it is written: a log line from a render
+# thread and a refresh of the display, written at once, each erase the same rows and the
+# display leaves a stale copy of itself behind. Both take this lock to write in turn.
+_SCREEN = threading.RLock()
+
+
+class _TurnTakingHandler(RichHandler):
+    """Log lines above the live display, written in turn with its refreshes; inside a
+    batch, each prefixed `[<recording id>]` (from `context`)."""
+
+    def __init__(self, context: Callable[[], dict[str, Any]] | None = None,
+                 **options: Any) -> None:
+        super().__init__(**options)
+        self.context = context
+
+    def emit(self, record: logging.LogRecord) -> None:
+        recording = (self.context() if self.context else {}).get("id")
+        if recording:
+            record = logging.makeLogRecord({**record.__dict__, "args": (),
+                                            "msg": f"[{recording}] {record.getMessage()}"})
+        with _SCREEN:
+            super().emit(record)
+
+
+class _LiveProgress(Progress):
+    """A rich `Progress` refreshed by its own thread, in turn with log lines (`_SCREEN`)."""
+
+    REFRESH_SECONDS = 0.2
+
+    def __init__(self, *columns: ProgressColumn, console: Console) -> None:
+        super().__init__(*columns, console=console, transient=True, expand=True,
+                         auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
+        self._stopping = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh_often, daemon=True,
+                                           name="progress-refresh")
+
+    def _refresh_often(self) -> None:
+        while not self._stopping.wait(self.REFRESH_SECONDS):
+            with _SCREEN:
+                self.refresh()
+
+    def start(self) -> None:
+        with _SCREEN:
+            super().start()
+        self._refresher.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._refresher.is_alive():
+            self._refresher.join()
+        with _SCREEN:
+            super().stop()
 
 
 def live_progress(console: Console) -> Progress:
     """The live display: a name, a bar and a detail per row; gone when the run ends."""
-    return Progress(
+    return _LiveProgress(
         TextColumn("{task.description}", table_column=Column(
             width=LABEL_WIDTH, no_wrap=True, overflow="ellipsis")),
         BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=6)),
         _Detail(table_column=Column(no_wrap=True, overflow="ellipsis", min_width=10)),
-        console=console, transient=True, expand=True, refresh_per_second=5)
+        console=console)
 
 
 def _task(progress: Progress, task_id: TaskID) -> Task:
@@ -126,7 +195,7 @@ def _task(progress: Progress, task_id: TaskID) -> Task:
 
 
 def _size(nbytes: float) -> str:
-    return decimal(int(nbytes)).replace(" ", "")
+    return decimal(int(nbytes))
 
 
 def _duration(seconds: float) -> str:
@@ -166,6 +235,7 @@ class _Downloads:
         self.fetched = self.kept = self.failed = 0
         self.sizes: dict[str, int] = {}  # part id -> total bytes, once its response said
         self.got: dict[str, int] = {}  # part id -> bytes on disk (resumed bytes included)
+        self.settled_bytes = 0  # bytes of the parts finished, fetched or kept
         self.transferred = 0  # bytes received by this run
         self.started: float | None = None
 
@@ -183,9 +253,15 @@ class _Downloads:
         failed = f", {self.failed} failed" if self.failed else ""
         return f"parts {self.finished}/{self.planned}{failed}"
 
+    def settle(self, part_id: str, size: int | None) -> None:
+        """A part is done with: its bytes move from under way to settled."""
+        got = self.got.pop(part_id, 0)
+        self.sizes.pop(part_id, None)
+        self.settled_bytes += got if size is None else size
+
     def detail(self) -> str:
-        got = sum(self.got.values())
-        known = sum(self.sizes.values())
+        got = self.settled_bytes + sum(self.got.values())
+        known = self.settled_bytes + sum(self.sizes.values())
         speed = ""
         if self.started is not None and self.transferred:
             rate = self.transferred / max(time.monotonic() - self.started, 1e-3)
@@ -193,10 +269,11 @@ class _Downloads:
         return f"{_size(got)}/{_size(known)}{speed}" if known else "waiting"
 
     def summary(self) -> str:
-        if not self.fetched and not self.failed:
-            return f"all {self.kept} parts on disk"
-        kept = f", {self.kept} already on disk" if self.kept else ""
         failed = f", {self.failed} failed" if self.failed else ""
+        if not self.fetched:
+            return f"all {self.kept} parts on disk" if not failed else (
+                f"{self.kept} parts on disk{failed}")
+        kept = f", {self.kept} already on disk" if self.kept else ""
         return (f"downloaded {self.fetched} part{'s' * (self.fetched != 1)} "
                 f"({_size(self.transferred)}){kept}{failed}")
 
@@ -215,7 +292,8 @@ class RunDisplay:
         self.downloads = _Downloads(0)
         self.overall: TaskID | None = None
         self.tracks_row: TaskID | None = None
-        self.tracks: Counter[str] = Counter()  # planned, written, failed
+        self.tracks: Counter[str] = Counter()  # planned, written, failed, blocked
+        self.track_parts: dict[str, set[str]] = {}  # parts each track waits for
         self.lock = threading.Lock()  # render threads report at once
 
     # --- downloads (event loop) ---
@@ -224,6 +302,7 @@ class RunDisplay:
         self.labels = part_labels(plan)
         self.downloads = _Downloads(len(part_ids))
         self.tracks["planned"] = len(plan.tracks)
+        self.track_parts = {track.path: set(track.parts) for track in plan.tracks}
         if self.progress and part_ids:
             self.overall = self.progress.add_task(self.downloads.describe(),
                                                   total=len(part_ids), detail="")
@@ -276,6 +355,11 @@ class RunDisplay:
             downloads.kept += 1
         else:
             downloads.fetched += 1
+        try:
+            size: int | None = path.stat().st_size
+        except OSError:
+            size = None
+        downloads.settle(part_id, size)
         self._part_over(part_id)
         if self.json_events:
             _event("kept part" if skipped else "downloaded part", part=part_id,
@@ -283,11 +367,15 @@ class RunDisplay:
 
     def part_failed(self, part_id: str, error: DownloadError) -> None:
         self.downloads.failed += 1
+        self.downloads.settle(part_id, 0)
+        blocked = [path for path, parts in self.track_parts.items() if part_id in parts]
+        with self.lock:  # those tracks will not be made: the count of tracks to come shrinks
+            for path in blocked:
+                del self.track_parts[path]
+                self.tracks["blocked"] += 1
         self._part_over(part_id)
 
     def _part_over(self, part_id: str) -> None:
-        self.downloads.sizes.pop(part_id, None)
-        self.downloads.got.pop(part_id, None)
         if self.progress and part_id in self.rows:
             self.progress.remove_task(self.rows.pop(part_id))
         self._show_overall()
@@ -308,18 +396,21 @@ class RunDisplay:
         with self.lock:
             if self.tracks_row is None:
                 self.tracks_row = self.progress.add_task(self._describe_tracks(),
-                                                         total=None, detail="")
+                                                         total=self._tracks_due(), detail="")
             self.rows[track.path] = self.progress.add_task(
-                f"  {self._track_label(track)}", total=track.duration, detail="starting")
+                f"  {self._track_label(track)}", total=track.duration, detail="", clock=True)
 
     def _track_label(self, track: TrackPlan) -> str:
         folder = track.path.split("/")[-2] if "/" in track.path else track.path
         return f"{folder} {track.kind}"
 
+    def _tracks_due(self) -> int:
+        return self.tracks["planned"] - self.tracks["blocked"]
+
     def _describe_tracks(self) -> str:
         failed = f", {self.tracks['failed']} failed" if self.tracks["failed"] else ""
         done = self.tracks["written"] + self.tracks["failed"]
-        return f"tracks {done}/{self.tracks['planned']}{failed}"
+        return f"tracks {done}/{self._tracks_due()}{failed}"
 
     def track_advanced(self, track: TrackPlan, seconds: float) -> None:
         if not self.progress or track.path not in self.rows:
@@ -340,7 +431,9 @@ class RunDisplay:
                 if track.path in self.rows:
                     self.progress.remove_task(self.rows.pop(track.path))
                 if self.tracks_row is not None:
-                    self.progress.update(self.tracks_row, description=self._describe_tracks())
+                    self.progress.update(self.tracks_row, description=self._describe_tracks(),
+                                         total=self._tracks_due(),
+                                         completed=self.tracks["written"] + self.tracks["failed"])
         if self.json_events and not isinstance(result, AssemblerError):
             _event("wrote track", track=track.path, strategy=result.strategy,
                    duration=result.track.duration, rate=str(result.track.rate))
@@ -372,7 +465,7 @@ class BatchDisplay:
         return f"{per_minute:.1f}/min"
 
     def tally(self) -> str:
-        pace = f" ({self.pace()} recordings)" if self.pace() else ""
+        pace = f" ({self.pace().replace('/', ' recordings/')})" if self.pace() else ""
         return (f"{self.counts['ok']} ok, {self.counts['skipped']} skipped, "
                 f"{self.counts['failed']} failed, {self.counts['invalid']} invalid{pace}")
 
@@ -414,8 +507,8 @@ class BatchDisplay:
                                  detail=f"{self._counts()}{_left(task)}")
         bad = status in ("failed", "invalid")
         if self.log_each or (self.progress and bad):
-            name = row["id"] or f"line {row['line']}"
-            log.log(logging.WARNING if bad else logging.INFO, "%s %s%s", name, status,
-                    f": {row['error']}" if "error" in row else "",
+            error = f": {row['error']}" if "error" in row else ""  # names the line, when bad
+            log.log(logging.WARNING if bad else logging.INFO, "%s%s",
+                    f"{row['id']} {status}" if row["id"] else status, error,
                     extra={"fields": {"event": "recording finished", **row,
                                       "done": sum(self.counts.values())}})

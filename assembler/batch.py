@@ -126,8 +126,10 @@ class BatchOutcome:
 
 
 class _BadLine(ValueError):
-    def __init__(self, message: str, job_id: str | None = None) -> None:
+    def __init__(self, message: str, job_id: str | None = None, column: int | None = None
+                 ) -> None:
         self.job_id = job_id
+        self.column = column  # where on its line, when the JSON says
         super().__init__(message)
 
 
@@ -160,8 +162,8 @@ def _source(value: object, key: str, base: Path) -> str:
 def _parse_job(text: str, base: Path) -> tuple[str, Sources]:
     try:
         entry = json.loads(text)
-    except ValueError as exc:
-        raise _BadLine(f"not JSON ({exc})") from None
+    except json.JSONDecodeError as exc:  # its "line 1" would only repeat the obvious
+        raise _BadLine(f"not JSON ({exc.msg})", column=exc.colno) from None
     if not isinstance(entry, dict):
         raise _BadLine("not a JSON object")
     job_id = entry.get("id")
@@ -193,7 +195,8 @@ def read_jobs(path: Path) -> Iterator[Job | Row]:
             if job_id in first_line:
                 raise _BadLine(f"duplicate id (first on line {first_line[job_id]})", job_id)
         except _BadLine as exc:
-            yield _row(number, exc.job_id, EXIT_BAD_INPUT, f"line {number}: {exc}", 0.0)
+            where = f"line {number}" + (f" column {exc.column}" if exc.column else "")
+            yield _row(number, exc.job_id, EXIT_BAD_INPUT, f"{where}: {exc}", 0.0)
             continue
         first_line[job_id] = number
         yield Job(line=number, id=job_id, sources=sources)

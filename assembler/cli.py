@@ -17,7 +17,7 @@ import time
 from contextlib import nullcontext
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .errors import (
     EXIT_BAD_INPUT,
@@ -303,25 +303,49 @@ def _sources(args: argparse.Namespace) -> Sources:
         raise UsageError(f"{exc}: use --video-parts and/or --audio-parts") from None
 
 
-async def _run(args: argparse.Namespace, console: Console) -> int:
+def _run(args: argparse.Namespace, console: Console) -> int:
+    import asyncio
+
     from ._console import RunDisplay
     from .pipeline import download_recording, plan_recording, run_recording
 
     sources, options = _sources(args), run_options(args)
     if args.dry_run:
-        _, plan = await plan_recording(sources, options)
-        print(json.dumps(plan_as_json(plan), indent=2, ensure_ascii=False))
+        _, plan = asyncio.run(plan_recording(sources, options))
+        print(json.dumps(dry_run_json(plan_as_json(plan), args.video_strategy), indent=2,
+                         ensure_ascii=False))
         return EXIT_OK
     progress = _display(args, console)
+    events = RunDisplay(progress, json_events=args.json_logs)
     outcome: RunOutcome | DownloadOutcome
+    # The display outlives the event loop: after Ctrl-C, render threads still ending log
+    # above it, and it is cleared last, leaving the screen clean.
     with progress if progress else nullcontext():
-        events = RunDisplay(progress, json_events=args.json_logs)
         if args.download_only:
-            outcome = await download_recording(sources, args.out, options, events=events)
+            outcome = asyncio.run(download_recording(sources, args.out, options, events=events))
         else:
-            outcome = await run_recording(sources, args.out, options, events=events)
+            outcome = asyncio.run(run_recording(sources, args.out, options, events=events))
     _summarise(args, outcome)
     return outcome.exit_status
+
+
+def dry_run_json(plan: dict[str, Any], video_strategy: str) -> dict[str, Any]:
+    """The plan as `--dry-run` prints it: where render decides a video rate, it says so.
+
+    A copied video track keeps its parts' frame rate; the plan's frames are
+    counted at `--fps` and hold only for a track that is encoded.
+    """
+    for person in plan["participants"]:
+        for track in person["tracks"]:
+            if track["kind"] == "audio":
+                continue
+            track["strategy"] = video_strategy
+            if video_strategy != "encode":
+                fps = track["rate"]
+                encoded = f", {fps} when encoded" if video_strategy == "auto" else ""
+                track["rate"] = f"decided at render: the parts' own rate when copied{encoded}"
+                track["frames_at"] = fps  # what `length` and the segments count in
+    return plan
 
 
 def _summarise(args: argparse.Namespace, outcome: RunOutcome | DownloadOutcome) -> None:
@@ -367,6 +391,9 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
     if args.dry_run:  # one JSON object per recording: its plan, or why it has none
         all_planned = True
         for entry in plan_jobs(args.jobs_file, run_options(args)):
+            if "plan" in entry:
+                entry["plan"] = dry_run_json(cast("dict[str, Any]", entry["plan"]),
+                                             args.video_strategy)
             print(json.dumps(entry, ensure_ascii=False))
             all_planned = all_planned and "error" not in entry
         return EXIT_OK if all_planned else EXIT_TRACK_FAILED
@@ -435,9 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AssemblerError as error:  # the command line itself
         _print_error(_error_lines(error), json_logs)
         return error.exit_status
-    from ._console import Console, configure_logging
+    from ._console import configure_logging, stderr_console
 
-    console = Console(stderr=True)
+    console = stderr_console()
     configure_logging(json_logs=args.json_logs, verbose=args.verbose, console=console,
                       context=_recording_context if args.command == "batch" else None)
     status = _command(args, console)
@@ -450,9 +477,7 @@ def _command(args: argparse.Namespace, console: Console) -> int:
     """Run the parsed command; every way it can end becomes an exit status."""
     try:
         if args.command == "run":
-            import asyncio
-
-            return asyncio.run(_run(args, console))
+            return _run(args, console)
         return _batch(args, console)
     except AssemblerError as error:
         _print_error(_error_lines(error), args.json_logs)

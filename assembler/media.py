@@ -215,6 +215,9 @@ def _run(args: list[str], *, check: bool, progress: Progress | None = None
     stderr = raw_stderr.decode("utf-8", "replace")
     if check and process.returncode != 0:
         log.debug("ffmpeg stderr:\n%s", stderr)
+        if process.returncode < 0 or "received signal" in stderr:
+            # Ctrl-C reaches ffmpeg too; its last line would then be noise, not the cause.
+            raise FFmpegError("ffmpeg was stopped by a signal", stderr)
         raise FFmpegError(f"ffmpeg failed: {_last_line(stderr)}", stderr)
     return stdout, stderr
 

@@ -85,6 +85,7 @@ class RenderedTrack:
     path: Path
     strategy: Strategy
     reason: str | None = None  # why auto chose encode, when it did
+    blank: tuple[tuple[float, float], ...] = ()  # (start, end) seconds of silence or black
     warnings: tuple[tuple[str, str], ...] = field(default=())  # (part id, message)
 
 
@@ -332,7 +333,10 @@ def _part_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo], audio_form
                                               f"{filler}"))
             continue
         media = _media_length(info, track.kind)
-        if media is not None and abs(media - slot) > tolerance:
+        # Media running on at the timeline end is cut by the timeline, not by its slot: the
+        # plan warns when --duration cut the slot, and past the end nothing is lost.
+        at_end = segment.end == track.length
+        if media is not None and abs(media - slot) > tolerance and (media < slot or not at_end):
             verdict = "shorter" if media < slot else "longer"
             action = "padded" if media < slot else "cut"
             warnings.append((segment.part_id, f"media is {media:.3f} s, {verdict} than its "
@@ -340,6 +344,30 @@ def _part_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo], audio_form
     if track.kind == "audio":
         warnings.extend(_audio_warnings(track, probes, audio_format))
     return tuple(warnings)
+
+
+def blank_spans(track: TrackPlan, probes: Mapping[str, MediaInfo]
+                ) -> tuple[tuple[float, float], ...]:
+    """Every span (seconds) where the track is silence or black, merged where they touch.
+
+    Gaps between parts, and what follows media shorter than its slot (all of a
+    slot whose media holds nothing).
+    """
+    spans: list[list[float]] = []
+    tolerance = max(_LENGTH_TOLERANCE, 1 / float(track.rate))
+    for segment in track.segments:
+        start, end = track.seconds(segment.start), track.seconds(segment.end)
+        if segment.part_id is not None:
+            info = probes[segment.part_id]
+            media = 0.0 if is_empty(info, track.kind) else _media_length(info, track.kind)
+            if media is None or media >= end - start - tolerance:
+                continue
+            start += media
+        if spans and abs(spans[-1][1] - start) < 1e-9:
+            spans[-1][1] = end
+        else:
+            spans.append([round(start, 6), end])
+    return tuple((start, end) for start, end in spans)
 
 
 def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
@@ -374,7 +402,8 @@ def render_track(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
     finally:
         temporary.unlink(missing_ok=True)
     return RenderedTrack(track=rendered.track, path=output, strategy=rendered.strategy,
-                         reason=rendered.reason, warnings=warnings)
+                         reason=rendered.reason, warnings=warnings,
+                         blank=blank_spans(rendered.track, probes))
 
 
 def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],

@@ -2,7 +2,7 @@
 
 The contract's keys come first (`outputs` is the contract's deliverables
 list); the keys this project adds (`complete`, `inputs`, `warnings`,
-`recording_start`, per track `reason`, `rate`, `units`, per failure `track`,
+`recording_start`, per track `reason`, `rate`, `units`, `blank`, per failure `track`,
 per output `participant`) only ever add to it.
 """
 
@@ -36,6 +36,9 @@ class TrackEntry(TypedDict):
     reason: NotRequired[str]  # why `auto` encoded rather than copied
     rate: str  # units per second: "48000" or a frame rate such as "30" or "30000/1001"
     units: int  # samples or frames
+    # Every span of silence (audio) or black (video), seconds: `gaps`, and what pads
+    # media shorter than its slot.
+    blank: list[list[float]]
 
 
 class ParticipantEntry(TypedDict):
@@ -109,6 +112,7 @@ def _track_entry(rendered: RenderedTrack, out_dir: Path) -> TrackEntry:
         "sha256": sha256_file(out_dir / track.path),
         "rate": str(track.rate),
         "units": track.length,
+        "blank": [list(span) for span in rendered.blank],
     }
     if rendered.reason:
         entry["reason"] = rendered.reason

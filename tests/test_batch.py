@@ -143,7 +143,7 @@ def test_unreadable_jobs_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 BAD_LINES = [
-    ("not json", "not JSON"),
+    ("not json", "column 1: not JSON (Expecting value)"),
     ('["rec-1"]', "not a JSON object"),
     ('{"audio_parts": "a.json"}', 'no "id" string'),
     ('{"id": 7, "audio_parts": "a.json"}', 'no "id" string'),
@@ -172,7 +172,9 @@ def test_each_bad_line_is_an_invalid_row_named_by_its_number(tmp_path: Path) -> 
             continue
         assert not isinstance(entry, Job)
         assert (entry["status"], entry["exit"]) == ("invalid", 2)
-        assert entry["error"].startswith(f"line {number}: "), entry
+        assert entry["error"].startswith(f"line {number}: " if "column" not in problem
+                                         else f"line {number} "), entry
+        assert entry["error"].count(f"line {number}") == 1
         assert problem in entry["error"]
 
 

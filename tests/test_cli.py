@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,7 +16,7 @@ from tests.support.recording import Manifests, RecordingBuilder
 from tests.support.server import MediaServer, serve_directory
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 
@@ -240,3 +242,240 @@ def test_dry_run_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     reader.wait(timeout=30)
     assert done.stderr == ""
     assert done.returncode == 141  # 128 + SIGPIPE, as a shell tool killed by the pipe
+
+
+# --- a run as it is seen: summary, logs, progress, report ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def lossy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MediaServer, Manifests]]:
+    """Ada's audio is three parts, the second answers 404; Bob's webcam needs no copy help."""
+    build = RecordingBuilder(tmp_path_factory.mktemp("www"))
+    build.audio_part(1, "Ada", 0.0, 1.0, ext=".wav", rate=8000)
+    lost = build.audio_part(1, "Ada", 1.5, 1.0, ext=".wav", rate=8000)
+    build.audio_part(1, "Ada", 3.0, 1.0, ext=".wav", rate=8000)
+    build.video_part(2, "Bob", 0.0, 2.0, size=(32, 24), fps=5)
+    with serve_directory(build.root) as server:
+        server.fail(f"parts/{lost.file}", 404)
+        yield server, build.write(server.base_url)
+
+
+def test_json_logs_name_part_and_track_and_end_with_run_finished(
+        lossy: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    _, manifests = lossy
+    lost = json.loads(manifests.audio_parts.read_text())[1]["id"]
+    done = assembler("run", "--out", str(tmp_path), *manifests.cli_args(), "--json-logs",
+                     "--retries", "0")
+    assert done.returncode == 3
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    errors = [line for line in lines if line["level"] == "error"]
+    assert [(line.get("part"), line.get("track")) for line in errors] == [
+        (lost, None), (lost, "participants/1-ada/audio.flac")]
+    assert all(line["message"].count(lost) == 1 for line in errors)
+    wrote = [line for line in lines if line.get("event") == "wrote track"]
+    assert [(line["track"], line["strategy"], line["duration"]) for line in wrote] == [
+        ("participants/2-bob/webcam.mp4", "copy", 4.0)]
+    assert lines[-1]["event"] == "run finished"
+    assert lines[-1]["exit"] == 3
+    assert lines[-1]["report"] == str(tmp_path / "report.json")
+
+
+def test_summary_has_one_line_per_failed_track(tmp_path: Path) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    for index, size in enumerate([(32, 24), (64, 48), (48, 32), (32, 24)]):
+        build.video_part(1, "Ada", index * 1.0, 1.0, size=size, fps=5)
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        done = assembler("run", "--out", str(tmp_path / "out"), *manifests.cli_args(),
+                         "--video-strategy", "copy")
+    assert done.returncode == 1
+    failed = [line for line in done.stdout.splitlines() if line.startswith("failed ")]
+    assert len(failed) == 1
+    assert failed[0].startswith("failed participants/1-ada/webcam.mp4: cannot copy")
+    assert len(json.loads((tmp_path / "out/report.json").read_text())["failures"]) == 4
+    assert [line for line in done.stderr.splitlines() if "webcam.mp4" in line] == [
+        f"error: {failed[0].removeprefix('failed ').replace(': ', ' not written: ', 1)}"]
+
+
+def test_logs_off_a_terminal_are_whole_lines(lossy: tuple[MediaServer, Manifests],
+                                             tmp_path: Path) -> None:
+    _, manifests = lossy
+    done = assembler("run", "--out", str(tmp_path), "--audio-parts",
+                     str(manifests.audio_parts), "-v", "--retries", "0")
+    commands = [line for line in done.stderr.splitlines() if line.startswith("debug: running ")]
+    assert commands
+    assert all(line.rstrip().endswith(".flac") or "file:" in line for line in commands)
+    assert any(len(line) > 200 for line in commands)  # one line, however long
+    assert "error: part " in done.stderr
+
+
+def test_a_rerun_with_every_part_on_disk_says_so(recording: tuple[MediaServer, Manifests],
+                                                 tmp_path: Path) -> None:
+    server, manifests = recording
+    first = assembler("run", "--out", str(tmp_path), *manifests.cli_args())
+    assert first.returncode == 0, first.stderr
+    assert "info: downloaded 3 parts" in first.stderr
+    before = sum(server.requests.values())
+    again = assembler("run", "--out", str(tmp_path), *manifests.cli_args())
+    assert again.returncode == 0, again.stderr
+    assert "info: all 3 parts on disk" in again.stderr.splitlines()
+    assert sum(server.requests.values()) == before
+
+
+def test_report_lists_every_blank_span_and_no_false_warning(tmp_path: Path) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    build.audio_part(1, "Ada", 0.0, 2.0, media_seconds=1.0, ext=".wav")  # padded 1 s
+    cut = build.audio_part(1, "Ada", 3.0, 2.0, ext=".wav")  # --duration cuts it at 4 s
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        done = assembler("run", "--out", str(tmp_path / "out"), "--audio-parts",
+                         str(manifests.audio_parts), "--duration", "4")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out/report.json").read_text())
+    (track,) = report["participants"][0]["tracks"]
+    assert track["gaps"] == [[2.0, 3.0]]
+    assert track["blank"] == [[1.0, 3.0]]
+    about_cut = [warning["message"] for warning in report["warnings"]
+                 if warning.get("part") == cut.part_id]
+    assert about_cut == ["cut at the timeline end, 4 s"]
+
+
+def test_dry_run_says_where_render_decides_the_frame_rate(
+        recording: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    _, manifests = recording
+    done = assembler("run", "--out", str(tmp_path), *manifests.cli_args(), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    tracks = {track["kind"]: track for person in json.loads(done.stdout)["participants"]
+              for track in person["tracks"]}
+    assert tracks["audio"]["rate"] == "48000"
+    assert tracks["webcam"]["rate"].startswith("decided at render: the parts' own rate")
+    assert tracks["webcam"]["frames_at"] == "30"
+    encoded = assembler("run", "--out", str(tmp_path), *manifests.cli_args(), "--dry-run",
+                        "--video-strategy", "encode", "--fps", "25")
+    webcam = json.loads(encoded.stdout)["participants"][0]["tracks"][1]
+    assert webcam["rate"] == "25"
+
+
+def test_batch_json_lines_carry_the_recording_id(lossy: tuple[MediaServer, Manifests],
+                                                  tmp_path: Path) -> None:
+    _, manifests = lossy
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps({"id": name, "audio_parts": str(manifests.audio_parts)})
+                            + "\n" for name in ("r1", "r2")) + '{"id": "r3",,}\n')
+    done = assembler("batch", str(jobs), "--out", str(tmp_path / "out"), "--json-logs",
+                     "--jobs", "2", "--retries", "0")
+    assert done.returncode == 1
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    errors = [line for line in lines if line["level"] == "error"]
+    assert Counter(line["id"] for line in errors) == {"r1": 2, "r2": 2}  # the part, the track
+    bad = [line["message"] for line in lines if line.get("status") == "invalid"]
+    assert bad == ["invalid: line 3 column 13: not JSON (Expecting property name enclosed "
+                   "in double quotes)"]
+    assert lines[-1]["event"] == "batch finished"
+    assert lines[-1]["exit"] == 1
+    assert lines[-1]["ledger"] == str(tmp_path / "out/batch.json")
+
+
+# --- the live display, read off an emulated terminal -------------------------------------
+
+
+def _run_in_terminal(args: list[str], columns: int, until: Callable[[str], bool],
+                     then: Callable[[subprocess.Popen[bytes]], None]
+                     ) -> tuple[int, list[str], list[str]]:
+    """Run the CLI on a pseudo-terminal `columns` wide; once the screen shows `until`,
+    call `then` with the process. Returns the exit status, a screen seen while running,
+    and the last screen."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    import pyte
+
+    screen = pyte.Screen(columns, 40)
+    stream = pyte.ByteStream(screen)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
+    process = subprocess.Popen([sys.executable, "-m", "assembler", *args], stdin=follower,
+                               stdout=follower, stderr=follower,
+                               env={**env, "TERM": "xterm-256color", "PYTHONPATH": os.getcwd()})
+    os.close(follower)
+    seen: list[str] = []
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 60)
+            assert ready, "the CLI went silent for a minute"
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the follower closed: the process has ended
+                break
+            if not chunk:
+                break
+            stream.feed(chunk)
+            if not seen and until("\n".join(screen.display)):
+                seen = list(screen.display)
+                then(process)
+    finally:
+        status = process.wait(timeout=120)
+        os.close(leader)
+    return status, seen, [line.rstrip() for line in screen.display if line.strip()]
+
+
+@pytest.mark.parametrize("columns", [70, 120])
+def test_progress_rows_name_participant_kind_and_part_and_leave_a_clean_screen(
+        tmp_path: Path, columns: int) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    for index in range(3):
+        build.audio_part(1, "Ada Lovelace-Byron", index * 1.0, 0.5, ext=".wav", rate=8000)
+    late = build.audio_part(2, "Bob", 0.0, 0.5, ext=".wav", rate=8000)
+    with serve_directory(build.root) as server:
+        release = server.hold(f"parts/{late.file}")
+        manifests = build.write(server.base_url)
+        status, seen, last = _run_in_terminal(
+            ["run", "--out", str(tmp_path / "out"), "--audio-parts", str(manifests.audio_parts)],
+            columns, until=lambda text: "parts 3/4" in text, then=lambda _: release())
+    assert status == 0
+    overall = next(line for line in seen if line.startswith("parts 3/4"))
+    assert len(overall.rstrip()) <= columns - 2  # room for the terminal's own ^C echo
+    assert "B/" in overall  # bytes so far of the sizes known
+    assert f"report {tmp_path / 'out/report.json'}" in "".join(last)  # long paths wrap
+    assert not [line for line in last if "━" in line]  # the display is gone, rows and all
+    assert "info: " not in "\n".join(last)  # rich log lines on a terminal, not plain ones
+
+
+def test_ctrl_c_mid_render_leaves_a_clean_screen(tmp_path: Path) -> None:
+    build = RecordingBuilder(tmp_path / "www")
+    build.video_part(1, "Ada", 0.0, 1.0, size=(64, 48), fps=10)
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        status, seen, last = _run_in_terminal(
+            ["run", "--out", str(tmp_path / "out"), "--video-parts", str(manifests.video_parts),
+             "--duration", "900", "--fps", "60", "--video-strategy", "encode"], 70,
+            until=lambda text: "% " in text, then=lambda process: process.send_signal(2))
+    assert status == 130
+    row = next(line for line in seen if line.startswith("  1-ada webcam"))
+    assert re.search(r" \d+:\d\d +\d+%", row)  # time spent, then the share done
+    assert not [line for line in last if "━" in line]
+    assert last[-1] == "error: interrupted; complete parts and tracks are kept"
+
+
+def test_download_rows_are_named_participant_kind_and_number(tmp_path: Path) -> None:
+    import asyncio
+
+    from assembler._console import part_labels
+    from assembler.manifest import Sources
+    from assembler.pipeline import RunOptions, plan_recording
+
+    build = RecordingBuilder(tmp_path / "www")
+    ada = [build.audio_part(1, "Ada Lovelace-Byron", start, 0.5, ext=".wav", rate=8000)
+           for start in (2.0, 0.0)]
+    cam = build.video_part(2, None, 0.0, 1.0, size=(32, 24), fps=5)
+    manifests = build.write("http://127.0.0.1:9")
+    _, plan = asyncio.run(plan_recording(Sources(audio_parts=str(manifests.audio_parts),
+                                                 video_parts=str(manifests.video_parts)),
+                                         RunOptions()))
+    assert part_labels(plan) == {ada[1].part_id: "Ada Lovelace-… audio 1/2",
+                                 ada[0].part_id: "Ada Lovelace-… audio 2/2",
+                                 cam.part_id: "#2 webcam 1/1"}

@@ -77,3 +77,13 @@ def test_a_failing_ffmpeg_says_why_not_just_that_it_failed(tmp_path: Path) -> No
         run_ffmpeg(["-f", "lavfi", "-i", "anullsrc", "-t", "0.1", file_arg(missing)])
     assert "Conversion failed!" not in str(raised.value)
     assert "No such file or directory" in str(raised.value)
+
+
+def test_run_ffmpeg_reports_progress_in_seconds_written(tmp_path: Path) -> None:
+    heard: list[float] = []
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=3",
+                "-f", "wav", file_arg(tmp_path / "tone.wav")], progress=heard.append)
+    assert heard
+    assert heard == sorted(heard)
+    assert 2.9 <= heard[-1] <= 3.1
+    assert (tmp_path / "tone.wav").stat().st_size > 3 * 8000 * 2  # the output is whole
