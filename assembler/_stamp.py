@@ -25,32 +25,22 @@ __all__ = ["bwf_args", "description", "smpte_timecode", "timecode_args", "track_
 
 ORIGINATOR = "assembler"
 _DESCRIPTION_BYTES = 256  # the bext chunk's Description field (EBU Tech 3285)
-# Rates whose timecode drops frame numbers to keep up with the clock (SMPTE 12M):
-# 29.97 and 59.94 drop 2 and 4 numbers a minute, except every tenth minute.
-_DROP_FRAME = {Fraction(30000, 1001): 2, Fraction(60000, 1001): 4}
 
 
 def smpte_timecode(frames: int, rate: Fraction) -> str:
-    """`frames` counted from midnight as SMPTE timecode, `HH:MM:SS:FF` (`;FF`: drop-frame).
+    """`frames` counted from midnight as non-drop-frame SMPTE timecode, `HH:MM:SS:FF`.
 
-    29.97 and 59.94 fps are drop-frame, so the label keeps to the wall clock
-    (non-drop would read 13:59:09 for 14:00 real time); other rates count
-    whole seconds of `round(rate)` frames. Hours wrap at 24.
+    Seconds of `round(rate)` frames; hours wrap at 24. Non-drop at 29.97 and
+    59.94 too, although its label then runs 0.1 % behind the clock (13:59:09:18
+    for 14:00 real time): ffmpeg keeps a copied track's `tmcd` at the parts'
+    average rate, where a drop-frame label is refused as invalid, and one
+    convention for every track keeps them comparable. The frame count is exact
+    either way.
     """
-    base = max(1, round(rate))
-    dropped = _DROP_FRAME.get(rate, 0)
-    if dropped:
-        # Frame numbers skipped before `frames`: `dropped` per minute but every tenth.
-        per_ten_minutes = base * 600 - dropped * 9
-        per_minute = base * 60 - dropped
-        tens, rest = divmod(frames, per_ten_minutes)
-        frames += dropped * 9 * tens + (dropped * ((rest - dropped) // per_minute)
-                                        if rest > dropped else 0)
-    seconds_total, frame = divmod(frames, base)
+    seconds_total, frame = divmod(frames, max(1, round(rate)))
     minutes, second = divmod(seconds_total, 60)
     hours, minute = divmod(minutes, 60)
-    separator = ";" if dropped else ":"
-    return f"{hours % 24:02d}:{minute:02d}:{second:02d}{separator}{frame:02d}"
+    return f"{hours % 24:02d}:{minute:02d}:{second:02d}:{frame:02d}"
 
 
 def track_timecode(track: TrackPlan) -> str:
@@ -65,11 +55,12 @@ def track_timecode(track: TrackPlan) -> str:
 def timecode_args(track: TrackPlan) -> list[str]:
     """MP4 output options giving a stream-copied video track its start timecode.
 
-    `-r`: with stream copy ffmpeg runs the `tmcd` track at the stream's average
-    frame rate, which for variable-rate parts is not the track's (ffmpeg 5.1
-    ignores it: a variable-rate copy's `tmcd` runs at the average rate there).
+    ffmpeg runs the `tmcd` track at the stream's average frame rate: for parts of
+    variable rate that is not the track's, and the label (right at the track's
+    rate) is then counted at the average rate in the `tmcd` sample. `-r` would
+    fix that but makes every copied packet one frame long, undoing the exact end.
     """
-    return ["-r", str(track.rate), "-timecode", track_timecode(track)]
+    return ["-timecode", track_timecode(track)]
 
 
 def description(participant_id: int, name: str | None) -> str:
