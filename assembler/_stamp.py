@@ -31,7 +31,7 @@ def smpte_timecode(frames: int, rate: Fraction) -> str:
     """`frames` counted from midnight as non-drop-frame SMPTE timecode, `HH:MM:SS:FF`.
 
     Seconds of `round(rate)` frames; hours wrap at 24. Non-drop at 29.97 and
-    59.94 too, although its label then runs 0.1 % behind the clock (13:59:09:18
+    59.94 too, although its label then runs 0.1 % behind the clock (13:59:09:20
     for 14:00 real time): ffmpeg keeps a copied track's `tmcd` at the parts'
     average rate, where a drop-frame label is refused as invalid, and one
     convention for every track keeps them comparable. The frame count is exact
