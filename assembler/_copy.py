@@ -48,6 +48,7 @@ from ._copy_layout import (
     part_entry,
 )
 from ._copy_probe import probe_parts, timescale_args
+from ._stamp import timecode_args
 from .errors import CopyNotPossibleError
 from .media import (
     FfmpegSlots,
@@ -157,15 +158,16 @@ def _x264_args(spec: BlackSpec, frames: int, output: Path, *, preset: str) -> li
 
 
 def copy_argv(concat: Path, output: Path, *, time_base: Fraction, in_band: bool,
-              ending: Sequence[str] = ()) -> list[str]:
+              timecode: Sequence[str], ending: Sequence[str] = ()) -> list[str]:
     """ffmpeg arguments (no binary) joining the entries listed in `concat` by stream copy.
 
+    `timecode`: the options giving the track its start timecode (`_stamp.timecode_args`);
     `ending`: `ending_args` of the track, placing its end exactly.
     """
     return ["-y", "-f", "concat", "-safe", "0", "-auto_convert", "1" if in_band else "0",
             "-i", file_arg(concat), "-map", "0:v:0", "-c", "copy", *ending,
             "-tag:v", "avc3" if in_band else "avc1", *timescale_args(time_base),
-            "-movflags", "+faststart", "-f", "mp4", file_arg(output)]
+            *timecode, "-movflags", "+faststart", "-f", "mp4", file_arg(output)]
 
 
 def ending_args(end: Fraction, last: Fraction, rate: Fraction) -> list[str]:
@@ -222,6 +224,7 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
         listing.write_text(concat_list(items), encoding="utf-8")
         run_ffmpeg(copy_argv(listing, output, time_base=spec.time_base,
                              in_band=len(extradata) != 1 or None in extradata,
+                             timecode=timecode_args(layout.track),
                              ending=ending_args(layout.track.end, last_frame(items), spec.rate)))
     return layout.track
 

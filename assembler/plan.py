@@ -118,6 +118,9 @@ class TrackPlan:
     # (12.5 s is 187.5 frames at 15 fps): the last unit is shortened or stretched to
     # end there. None: exactly `length` units.
     timeline: Fraction | None = None
+    # What the file says about itself (Broadcast WAV `bext`, video start timecode):
+    participant_name: str | None = None
+    recording_start: datetime | None = None  # wall-clock time (UTC) of unit 0, when known
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -138,6 +141,11 @@ class TrackPlan:
     @property
     def duration(self) -> float:
         return round(float(self.end), 6)
+
+    @property
+    def time_of_day(self) -> int:
+        """Units from midnight UTC to unit 0: the start timecode in frames, or BWF samples."""
+        return time_of_day(self.recording_start, self.rate)
 
     def at_rate(self, rate: Fraction) -> TrackPlan:
         """The same track placed at another rate (e.g. the frame rate of its parts)."""
@@ -298,6 +306,7 @@ def make_plan(
     latest_end = max((slot.end for slots in slots_by_track.values() for slot in slots),
                      default=Fraction(0))
     timeline = seconds(duration) if duration is not None else latest_end
+    wall_start = recording_start(documents)
     people: list[ParticipantPlan] = []
     for participant_id in sorted({key[0] for key in slots_by_track}):
         directory = participant_dir(participant_id, names.get(participant_id))
@@ -316,13 +325,14 @@ def make_plan(
             filename = f"audio.{audio_format}" if kind == "audio" else f"{kind}.mp4"
             tracks.append(TrackPlan(
                 participant_id=participant_id, kind=kind, path=f"{directory}/{filename}",
-                rate=rate, length=length, slots=slots, segments=segments, timeline=timeline))
+                rate=rate, length=length, slots=slots, segments=segments, timeline=timeline,
+                participant_name=names.get(participant_id), recording_start=wall_start))
         if not tracks:
             continue
         people.append(ParticipantPlan(id=participant_id, name=names.get(participant_id),
                                       dir=directory, tracks=tuple(tracks)))
     return Plan(duration=timeline, participants=tuple(people), warnings=tuple(warnings),
-                part_files=dict(part_files or {}), start=recording_start(documents))
+                part_files=dict(part_files or {}), start=wall_start)
 
 
 def _before_start(slot: Slot) -> PlanWarning:

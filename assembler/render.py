@@ -26,6 +26,7 @@ import ffmpeg
 from ._copy import concat_list, copy_argv, copy_track, ending_args
 from ._copy_layout import Entry
 from ._publish import clear_leftovers, temporary_name
+from ._stamp import bwf_args, description, timecode_args, track_timecode, with_output_args
 from .errors import CopyNotPossibleError, MediaError, RenderError
 from .media import FfmpegSlots, MediaInfo, Progress, ffmpeg_binary, file_arg, run_ffmpeg
 from .plan import AUDIO_FORMATS, AUDIO_RATE, VIDEO_STRATEGIES, TrackPlan, VideoStrategy, split
@@ -182,8 +183,8 @@ def audio_argv(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str,
                layout: str, output: Path, audio_format: str) -> list[str]:
     """ffmpeg arguments (no binary) rendering an audio track exactly `track.length` samples."""
     muxer, codec = AUDIO_CODECS[audio_format]
-    return _compile(_audio_graph(track, parts, probes, layout).output(
-        file_arg(output), f=muxer, ar=AUDIO_RATE, **codec))
+    return with_output_args(_compile(_audio_graph(track, parts, probes, layout).output(
+        file_arg(output), f=muxer, ar=AUDIO_RATE, **codec)), _file_args(track, audio_format))
 
 
 def audio_piece_argv(piece: TrackPlan, parts: Mapping[str, Path],
@@ -193,11 +194,21 @@ def audio_piece_argv(piece: TrackPlan, parts: Mapping[str, Path],
         file_arg(output), f="wav", acodec="pcm_f32le", ar=AUDIO_RATE))
 
 
-def audio_join_argv(listing: Path, output: Path, audio_format: str) -> list[str]:
-    """Join the PCM pieces named in an ffconcat `listing`, encoding the track once."""
+def audio_join_argv(track: TrackPlan, listing: Path, output: Path, audio_format: str
+                    ) -> list[str]:
+    """Join the PCM pieces of `track` named in an ffconcat `listing`, encoding it once."""
     muxer, codec = AUDIO_CODECS[audio_format]
-    return _compile(ffmpeg.input(file_arg(listing), f="concat", safe=0).audio.output(
-        file_arg(output), f=muxer, ar=AUDIO_RATE, **codec))
+    return with_output_args(_compile(ffmpeg.input(file_arg(listing), f="concat", safe=0).audio
+                                     .output(file_arg(output), f=muxer, ar=AUDIO_RATE, **codec)),
+                            _file_args(track, audio_format))
+
+
+def _file_args(track: TrackPlan, audio_format: str) -> list[str]:
+    """What an audio file says about itself: a `wav` is a Broadcast WAV (see `_stamp`)."""
+    if audio_format != "wav":
+        return []
+    return bwf_args(description(track.participant_id, track.participant_name),
+                    track.recording_start)
 
 
 def video_size(probes: Mapping[str, MediaInfo]) -> tuple[int, int]:
@@ -255,7 +266,7 @@ def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path],
     joined = ffmpeg.concat(*pieces, v=1, a=0)
     return _compile(joined.output(
         file_arg(output), f="mp4", vcodec="libx264", preset=preset, crf=crf, pix_fmt="yuv420p",
-        r=rate, fps_mode="cfr", movflags="+faststart", an=None,
+        r=rate, fps_mode="cfr", movflags="+faststart", an=None, timecode=track_timecode(track),
         video_track_timescale=timescale(track.rate)))
 
 
@@ -456,7 +467,7 @@ def _encode_audio(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[s
     with _scratch(output) as scratch:
         listing = _render_pieces(pieces, scratch, ".wav", lambda piece, path: audio_piece_argv(
             piece, parts, probes, layout, path), progress)
-        run_ffmpeg(audio_join_argv(listing, output, settings.audio_format))
+        run_ffmpeg(audio_join_argv(track, listing, output, settings.audio_format))
 
 
 def _encode_video(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
@@ -480,7 +491,7 @@ def _encode_video(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[s
         ending = [] if whole_frames else ending_args(
             track.end, Fraction(track.length - 1) / track.rate, track.rate)
         run_ffmpeg(copy_argv(listing, output, time_base=Fraction(1, timescale(track.rate)),
-                             in_band=False, ending=ending))
+                             in_band=False, ending=ending, timecode=timecode_args(track)))
 
 
 def _shifted(progress: Progress | None, offset: float) -> Progress | None:

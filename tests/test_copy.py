@@ -206,10 +206,11 @@ def test_black_argv_matches_the_parts() -> None:
     (False, ["-tag:v", "avc1"]), (True, ["-tag:v", "avc3"])], ids=["same-avcc", "in-band-sps"])
 def test_copy_argv(in_band: bool, tail: list[str]) -> None:
     assert copy_argv(Path("/t/l.ffconcat"), Path("/o/.w.mp4.rendering"), time_base=TB,
-                     in_band=in_band) == [
+                     in_band=in_band, timecode=["-timecode", "14:03:07:12"]) == [
         "-y", "-f", "concat", "-safe", "0", "-auto_convert", "1" if in_band else "0",
         "-i", "file:/t/l.ffconcat", "-map", "0:v:0", "-c", "copy", *tail,
-        "-video_track_timescale", "15360", "-movflags", "+faststart", "-f", "mp4",
+        "-video_track_timescale", "15360", "-timecode", "14:03:07:12",
+        "-movflags", "+faststart", "-f", "mp4",
         "file:/o/.w.mp4.rendering"]
 
 
