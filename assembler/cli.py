@@ -448,11 +448,18 @@ def _quiet_broken_pipe() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    json_logs = "--json-logs" in arguments  # known before parsing, for parse errors too
     # SIGTERM (timeout, systemd, kill) stops a run as Ctrl-C does: ffmpeg killed, nothing
     # half-written; the status says which signal it was. Left as is, it would orphan ffmpeg.
-    signal.signal(signal.SIGTERM, _terminate)
+    # The caller's handler comes back after: main() may run inside a longer-lived process.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(arguments: list[str]) -> int:
+    json_logs = "--json-logs" in arguments  # known before parsing, for parse errors too
     parser = build_parser()
     try:
         args = parser.parse_args(arguments)

@@ -76,6 +76,7 @@ class Slot:
     part_id: str
     start: Fraction
     end: Fraction
+    cut_at_end: bool = False  # the timeline ends before the declared slot does
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,7 +232,7 @@ def resolve_overlaps(
             warnings.append(PlanWarning(
                 part_id=slot.part_id, message=f"cut at the timeline end, {float(duration):g} s"))
         if end > slot.start:
-            kept.append(replace(slot, end=end))
+            kept.append(replace(slot, end=end, cut_at_end=slot.end > duration))
     return tuple(kept), warnings
 
 

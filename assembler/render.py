@@ -344,10 +344,12 @@ def _part_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo], audio_form
                                               f"{filler}"))
             continue
         media = _media_length(info, track.kind)
-        # Media running on at the timeline end is cut by the timeline, not by its slot: the
-        # plan warns when --duration cut the slot, and past the end nothing is lost.
-        at_end = segment.end == track.length
-        if media is not None and abs(media - slot) > tolerance and (media < slot or not at_end):
+        # Media running on where --duration ends the timeline inside its slot is cut by the
+        # timeline, not by its slot: the plan warns about that cut.
+        cut_by_timeline = any(placed.cut_at_end for placed in track.slots
+                              if placed.part_id == segment.part_id)
+        if media is not None and abs(media - slot) > tolerance and (
+                media < slot or not cut_by_timeline):
             verdict = "shorter" if media < slot else "longer"
             action = "padded" if media < slot else "cut"
             warnings.append((segment.part_id, f"media is {media:.3f} s, {verdict} than its "

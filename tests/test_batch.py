@@ -28,7 +28,7 @@ GOOD = ("rec-a", "rec-b", "rec-c", "rec-d")
 def run_batch(jobs: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "assembler", "batch", str(jobs),
                            "--out", str(out), "--retries", "0", *extra],
-                          capture_output=True, text=True, timeout=120, check=False)
+                          capture_output=True, text=True, timeout=600, check=False)
 
 
 def rows(out: Path) -> dict[str | None, dict[str, Any]]:
