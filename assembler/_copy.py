@@ -157,17 +157,29 @@ def _x264_args(spec: BlackSpec, frames: int, output: Path, *, preset: str) -> li
             *timescale_args(spec.time_base), "-an", "-f", "mp4", file_arg(output)]
 
 
-def copy_argv(concat: Path, output: Path, *, time_base: Fraction, in_band: bool,
+def copy_argv(concat: Path, output: Path, *, time_base: Fraction, in_band: bool, samples: int,
               timecode: Sequence[str], ending: Sequence[str] = ()) -> list[str]:
     """ffmpeg arguments (no binary) joining the entries listed in `concat` by stream copy.
 
-    `timecode`: the options giving the track its start timecode (`_stamp.timecode_args`);
-    `ending`: `ending_args` of the track, placing its end exactly.
+    `samples`: at most how many packets the track holds; `timecode`: the options
+    giving the track its start timecode (`_stamp.timecode_args`); `ending`:
+    `ending_args` of the track, placing its end exactly.
     """
     return ["-y", "-f", "concat", "-safe", "0", "-auto_convert", "1" if in_band else "0",
             "-i", file_arg(concat), "-map", "0:v:0", "-c", "copy", *ending,
             "-tag:v", "avc3" if in_band else "avc1", *timescale_args(time_base),
-            *timecode, "-movflags", "+faststart", "-f", "mp4", file_arg(output)]
+            *timecode, "-moov_size", str(moov_bytes(samples)), "-f", "mp4", file_arg(output)]
+
+
+def moov_bytes(samples: int) -> int:
+    """Room to reserve for the index (moov) of an MP4 track of `samples` video samples.
+
+    Reserved in front of the media, the index is written there at the end: the file
+    plays before it has all arrived (as `+faststart` makes it) without rewriting
+    the whole file a second time. Per sample at most: size 4, time 8, composition
+    offset 8, sync 4, chunk offset 8 and dependency 1 bytes; 48 leaves room.
+    """
+    return 65536 + 48 * samples
 
 
 def ending_args(end: Fraction, last: Fraction, rate: Fraction) -> list[str]:
@@ -222,8 +234,10 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
         listing = scratch / "track.ffconcat"
         items = entries(joined, black)
         listing.write_text(concat_list(items), encoding="utf-8")
+        samples = sum(len(probe.packets.pts) for probe in probes.values() if probe.packets)
         run_ffmpeg(copy_argv(listing, output, time_base=spec.time_base,
                              in_band=len(extradata) != 1 or None in extradata,
+                             samples=samples + layout.track.length,
                              timecode=timecode_args(layout.track),
                              ending=ending_args(layout.track.end, last_frame(items), spec.rate)))
     return layout.track

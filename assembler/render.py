@@ -493,7 +493,8 @@ def _encode_video(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[s
         ending = [] if whole_frames else ending_args(
             track.end, Fraction(track.length - 1) / track.rate, track.rate)
         run_ffmpeg(copy_argv(listing, output, time_base=Fraction(1, timescale(track.rate)),
-                             in_band=False, ending=ending, timecode=timecode_args(track)))
+                             in_band=False, samples=track.length, ending=ending,
+                             timecode=timecode_args(track)))
 
 
 def _shifted(progress: Progress | None, offset: float) -> Progress | None:

@@ -55,6 +55,7 @@ from tests.support.media import (
     make_colour_video,
     mp4_durations,
     rgb,
+    top_level_boxes,
 )
 
 TB = Fraction(1, 15360)
@@ -205,12 +206,14 @@ def test_black_argv_matches_the_parts() -> None:
 @pytest.mark.parametrize(("in_band", "tail"), [
     (False, ["-tag:v", "avc1"]), (True, ["-tag:v", "avc3"])], ids=["same-avcc", "in-band-sps"])
 def test_copy_argv(in_band: bool, tail: list[str]) -> None:
+    # The index is reserved in front (48 bytes a sample), not moved there afterwards.
     assert copy_argv(Path("/t/l.ffconcat"), Path("/o/.w.mp4.rendering"), time_base=TB,
-                     in_band=in_band, timecode=["-timecode", "14:03:07:12"]) == [
+                     in_band=in_band, samples=1000,
+                     timecode=["-timecode", "14:03:07:12"]) == [
         "-y", "-f", "concat", "-safe", "0", "-auto_convert", "1" if in_band else "0",
         "-i", "file:/t/l.ffconcat", "-map", "0:v:0", "-c", "copy", *tail,
         "-video_track_timescale", "15360", "-timecode", "14:03:07:12",
-        "-movflags", "+faststart", "-f", "mp4",
+        "-moov_size", "113536", "-f", "mp4",
         "file:/o/.w.mp4.rendering"]
 
 
@@ -429,6 +432,8 @@ def test_webcam_parts_are_copied_frame_exact(webcam_parts: dict[str, Path], tmp_
     assert (rendered.strategy, rendered.reason) == ("copy", None)
     assert_placed(rendered, COLOURS, short=frozenset({"blue"}))
     assert packet_md5s(webcam_parts["green"]) <= packet_md5s(rendered.path)
+    boxes = top_level_boxes(rendered.path)
+    assert boxes.index(b"moov") < boxes.index(b"mdat"), boxes
     assert [path.name for path in rendered.path.parent.iterdir()] == ["webcam.mp4"]
 
 
@@ -564,6 +569,8 @@ def test_every_track_lasts_the_timeline_to_the_millisecond(
         assert abs(read - float(seconds)) < 0.001, stated
     assert len(frame_times(rendered.path)) == rendered.track.length
     assert decode_errors(rendered.path) == ""
+    boxes = top_level_boxes(rendered.path)  # the index first: it plays while arriving
+    assert boxes.index(b"moov") < boxes.index(b"mdat"), boxes
 
 
 def make_sparse_screenshare(path: Path, times: tuple[float, ...], colour: str) -> Path:

@@ -42,6 +42,7 @@ __all__ = [
     "media_info",
     "mp4_durations",
     "rgb",
+    "top_level_boxes",
 ]
 
 RGB = tuple[int, int, int]
@@ -395,6 +396,11 @@ def _boxes(data: bytes, start: int = 0, end: int | None = None) -> dict[bytes, b
         found.setdefault(kind, data[offset + header:offset + size])
         offset += size
     return found
+
+
+def top_level_boxes(path: Path) -> list[bytes]:
+    """The types of an MP4's top-level boxes, in file order."""
+    return list(_boxes(path.read_bytes()))
 
 
 def _versioned(body: bytes, narrow: str, wide: str) -> tuple[int, ...]:
