@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import struct
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ import ffmpeg
 
 from .._stamp import bwf_args, description, with_output_args
 from ..errors import DeliverableError
-from ..media import ffmpeg_binary, file_arg, probe_many, run_ffmpeg
+from ..media import ffmpeg_binary, ffmpeg_output, file_arg, run_ffmpeg
 from ..plan import AUDIO_RATE
 from ..render import AUDIO_CODECS
 from . import Output
@@ -198,13 +199,20 @@ class Mix:
 
 def _layout(paths: Sequence[Path]) -> str:
     """`stereo` when any track has two channels or more, else `mono`."""
-    probes = probe_many(paths)
-    channels = []
-    for path, probed in probes.items():
-        if isinstance(probed, Exception) or probed.audio is None:
-            raise DeliverableError(f"{path.name}: no audio to mix")
-        channels.append(probed.audio.channels)
-    return "stereo" if max(channels) >= 2 else "mono"
+    return "stereo" if max(_channels(path) for path in paths) >= 2 else "mono"
+
+
+def _channels(path: Path) -> int:
+    """The channels of a track's first decoded frame (a full probe would read every packet)."""
+    header = ffmpeg_output(["-i", file_arg(path), "-map", "0:a:0", "-frames:a", "1",
+                            "-c:a", "pcm_s16le", "-f", "wav", "-"])
+    offset = 12
+    while offset + 8 <= len(header):
+        chunk, size = header[offset:offset + 4], struct.unpack_from("<I", header, offset + 4)[0]
+        if chunk == b"fmt ":
+            return int(struct.unpack_from("<H", header, offset + 10)[0])
+        offset += 8 + size
+    raise DeliverableError(f"{path.name}: no audio to mix")
 
 
 def _warnings(context: DeliverableContext, tracks: Sequence[RenderedTrack], measured: Loudness
