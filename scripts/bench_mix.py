@@ -124,9 +124,10 @@ def _peaks() -> dict[str, int]:
             "python_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
 
 
-def measure(*child: str) -> dict[str, object]:
-    done = subprocess.run([sys.executable, __file__, "--child", *child], capture_output=True,
-                          text=True, check=True)
+def measure(args: argparse.Namespace, child: str) -> dict[str, object]:
+    done = subprocess.run([sys.executable, __file__, "--hours", str(args.hours), "--work",
+                           str(args.work), "--child", child],
+                          capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -150,19 +151,19 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=1.0, help="length of every track")
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "assembler-bench-mix")
-    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("mix", "floor"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = args.work / f"{args.hours:g}h"
     if args.child:
-        if args.child[0] == "mix":
+        if args.child == "mix":
             child_mix(folder, args.hours)
         else:
             child_floor(folder, make_tracks(folder, args.hours))
         return
     folder.mkdir(parents=True, exist_ok=True)
     make_tracks(folder, args.hours)
-    mixes = [measure("mix") for _ in range(3)]
-    floors = [measure("floor") for _ in range(3)]
+    mixes = [measure(args, "mix") for _ in range(3)]
+    floors = [measure(args, "floor") for _ in range(3)]
     mix = min(mixes, key=lambda run: float(run["seconds"]))  # type: ignore[arg-type]
     floor = min(floors, key=lambda run: float(run["seconds"]))  # type: ignore[arg-type]
     ratio = float(mix["seconds"]) / float(floor["seconds"])  # type: ignore[arg-type]
