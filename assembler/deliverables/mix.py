@@ -22,9 +22,9 @@ its track put it.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
+import struct
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -32,13 +32,13 @@ import ffmpeg
 
 from .._stamp import bwf_args, description, with_output_args
 from ..errors import DeliverableError
-from ..media import ffmpeg_binary, file_arg, probe_many, run_ffmpeg
+from ..media import ffmpeg_binary, ffmpeg_output, file_arg, run_ffmpeg
 from ..plan import AUDIO_RATE
 from ..render import AUDIO_CODECS
 from . import Output
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from datetime import datetime
     from pathlib import Path
 
@@ -172,39 +172,52 @@ class Mix:
             raise DeliverableError("no audio track was written: nothing to mix")
         paths = [rendered.path for rendered in tracks]
         layout = _layout(paths)
-        target_lufs = context.options.loudness
         measured = parse_loudness(run_ffmpeg(measure_argv(paths, layout)))
-        level = leveling(measured, target_lufs)
+        mixed = {rendered.track.participant_id for rendered in tracks}
         names = ", ".join(description(person.id, person.name)
-                          for person in context.plan.participants
-                          if any(rendered.track.participant_id == person.id
-                                 for rendered in tracks))
-        warnings = _warnings(context, tracks, measured)
-        for corrections in itertools.count():
-            stderr = run_ffmpeg(mix_argv(paths, layout, level, target, output.format,
-                                         f"mix of {names}", context.plan.start))
-            reached = parse_loudness(stderr).integrated if level.limit is not None else None
-            if reached is None or abs(reached - target_lufs) <= _CLOSE:
-                break
-            if corrections == _CORRECTIONS:
-                warnings.append(f"the mix reached {reached:.1f} LUFS, not {target_lufs:g}: "
-                                "the limiter held its peaks down")
-                break
-            # A dB of gain adds at most 1 LU under a limiter (less, the more it holds):
-            # adding the whole shortfall approaches the target from below, never past it.
-            level = replace(level, gain=round(level.gain + target_lufs - reached, 2))
-        return warnings
+                          for person in context.plan.participants if person.id in mixed)
+
+        def encode(level: Leveling) -> str:
+            return run_ffmpeg(mix_argv(paths, layout, level, target, output.format,
+                                       f"mix of {names}", context.plan.start))
+
+        loudness = context.options.loudness
+        return [*_warnings(context, tracks, measured),
+                *_encode_levelled(encode, leveling(measured, loudness), loudness)]
+
+
+def _encode_levelled(encode: Callable[[Leveling], str], level: Leveling, target: float
+                     ) -> list[str]:
+    """Encode the mix at `level`; a limited one more than 0.5 LU off the `target` is
+    encoded again with the gain corrected. Returns a warning when it stays off."""
+    for _ in range(_CORRECTIONS + 1):
+        stderr = encode(level)
+        reached = parse_loudness(stderr).integrated if level.limit is not None else None
+        if reached is None or abs(reached - target) <= _CLOSE:
+            return []
+        # A dB of gain adds at most 1 LU under a limiter (less, the more it holds):
+        # adding the whole shortfall approaches the target from below, never past it.
+        level = replace(level, gain=round(level.gain + target - reached, 2))
+    return [f"the mix reached {reached:.1f} LUFS, not {target:g}: the limiter held its "
+            "peaks down"]
 
 
 def _layout(paths: Sequence[Path]) -> str:
     """`stereo` when any track has two channels or more, else `mono`."""
-    probes = probe_many(paths)
-    channels = []
-    for path, probed in probes.items():
-        if isinstance(probed, Exception) or probed.audio is None:
-            raise DeliverableError(f"{path.name}: no audio to mix")
-        channels.append(probed.audio.channels)
-    return "stereo" if max(channels) >= 2 else "mono"
+    return "stereo" if max(_channels(path) for path in paths) >= 2 else "mono"
+
+
+def _channels(path: Path) -> int:
+    """The channels of a track's first decoded frame (a full probe would read every packet)."""
+    header = ffmpeg_output(["-i", file_arg(path), "-map", "0:a:0", "-frames:a", "1",
+                            "-c:a", "pcm_s16le", "-f", "wav", "-"])
+    offset = 12
+    while offset + 8 <= len(header):
+        chunk, size = header[offset:offset + 4], struct.unpack_from("<I", header, offset + 4)[0]
+        if chunk == b"fmt ":
+            return int(struct.unpack_from("<H", header, offset + 10)[0])
+        offset += 8 + size
+    raise DeliverableError(f"{path.name}: no audio to mix")
 
 
 def _warnings(context: DeliverableContext, tracks: Sequence[RenderedTrack], measured: Loudness
