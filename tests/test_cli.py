@@ -133,6 +133,21 @@ def test_unsupported_url_scheme(tmp_path: Path) -> None:
                            "ftp://: give a local path or an http(s) URL\n")
 
 
+@pytest.mark.parametrize("where", ["404", "refused"])
+def test_a_manifest_url_that_fails_is_shown_once(recording: tuple[MediaServer, Manifests],
+                                                 tmp_path: Path, where: str) -> None:
+    server, _ = recording
+    url = (server.url("nope.json", "sig=hush") if where == "404"
+           else "http://127.0.0.1:1/audio_parts.json?sig=hush")
+    done = assembler("run", "--out", str(tmp_path), "--audio-parts", url, "--retries", "0")
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    shown = url.split("?")[0] + "?…"
+    assert line.startswith(f"error: {shown}: cannot fetch: ")
+    assert line.count(url.split("?")[0]) == 1
+    assert "hush" not in line
+
+
 def _write(path: Path, document: object) -> Path:
     path.write_text(json.dumps(document))
     return path
