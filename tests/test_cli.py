@@ -494,3 +494,13 @@ def test_download_rows_are_named_participant_kind_and_number(tmp_path: Path) -> 
     assert part_labels(plan) == {ada[1].part_id: "Ada Lovelace-… audio 1/2",
                                  ada[0].part_id: "Ada Lovelace-… audio 2/2",
                                  cam.part_id: "#2 webcam 1/1"}
+
+
+def test_quiet_keeps_only_warnings_and_errors(lossy: tuple[MediaServer, Manifests],
+                                              tmp_path: Path) -> None:
+    _, manifests = lossy
+    done = assembler("run", "--out", str(tmp_path), *manifests.cli_args(), "--quiet",
+                     "--retries", "0")
+    assert done.returncode == 3
+    assert done.stdout == ""
+    assert {line.split(":")[0] for line in done.stderr.splitlines()} == {"error"}
