@@ -91,7 +91,7 @@ def stderr_console() -> Console:
     return console
 
 
-def configure_logging(*, json_logs: bool, verbose: bool, console: Console,
+def configure_logging(*, json_logs: bool, verbose: bool, quiet: bool, console: Console,
                       context: Callable[[], dict[str, Any]] | None = None) -> None:
     """Send the `assembler` loggers to stderr: JSON, rich (a terminal) or plain lines."""
     handler: logging.Handler
@@ -107,7 +107,9 @@ def configure_logging(*, json_logs: bool, verbose: bool, console: Console,
     root = logging.getLogger("assembler")
     root.handlers[:] = [handler]
     root.propagate = False
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # --quiet keeps warnings and errors for a person; JSON lines are for machines: all kept.
+    root.setLevel(logging.DEBUG if verbose else
+                  logging.WARNING if quiet and not json_logs else logging.INFO)
 
 
 def _event(message: str, **fields: Any) -> None:

@@ -118,6 +118,8 @@ def translated(target: Target) -> Iterator[None]:
     the class name survives; the original stays reachable as `__cause__`.
     """
     where = redact_url(target.url)
+    if where in target.label:  # a document's label names its URL already: say it once
+        where = "the server"
     try:
         yield
     except aiohttp.ClientPayloadError as exc:

@@ -201,7 +201,8 @@ def _display_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dry-run", action="store_true",
                        help="print the timeline plan as JSON; download and write nothing")
     group.add_argument("--quiet", action="store_true",
-                       help="no progress display and no summary; errors still shown")
+                       help="no progress display, summary or info lines; warnings and errors "
+                            "still shown")
     group.add_argument("--json-logs", action="store_true",
                        help="one JSON object per log line on stderr, no progress display")
     group.add_argument("-v", "--verbose", action="store_true",
@@ -486,7 +487,8 @@ def _main(arguments: list[str]) -> int:
     from ._console import configure_logging, stderr_console
 
     console = stderr_console()
-    configure_logging(json_logs=args.json_logs, verbose=args.verbose, console=console,
+    configure_logging(json_logs=args.json_logs, verbose=args.verbose, quiet=args.quiet,
+                      console=console,
                       context=_recording_context if args.command == "batch" else None)
     status = _command(args, console)
     if args.json_logs and not args.dry_run:

@@ -358,8 +358,9 @@ async def read_source(source: str, fetch: FetchDocument) -> bytes:
     if is_url(source):
         try:
             return await fetch(source)
-        except AssemblerError as exc:
-            raise ManifestError(name, "", f"cannot fetch: {exc}") from None
+        except AssemblerError as exc:  # its message starts "document <url>: "
+            reason = str(exc).removeprefix(f"document {name}: ")
+            raise ManifestError(name, "", f"cannot fetch: {reason}") from None
     try:
         path = Path(source)
         if path.stat().st_size > MAX_LOCAL_DOCUMENT:

@@ -133,6 +133,21 @@ def test_unsupported_url_scheme(tmp_path: Path) -> None:
                            "ftp://: give a local path or an http(s) URL\n")
 
 
+@pytest.mark.parametrize("where", ["404", "refused"])
+def test_a_manifest_url_that_fails_is_shown_once(recording: tuple[MediaServer, Manifests],
+                                                 tmp_path: Path, where: str) -> None:
+    server, _ = recording
+    url = (server.url("nope.json", "sig=hush") if where == "404"
+           else "http://127.0.0.1:1/audio_parts.json?sig=hush")
+    done = assembler("run", "--out", str(tmp_path), "--audio-parts", url, "--retries", "0")
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    shown = url.split("?")[0] + "?…"
+    assert line.startswith(f"error: {shown}: cannot fetch: ")
+    assert line.count(url.split("?")[0]) == 1
+    assert "hush" not in line
+
+
 def _write(path: Path, document: object) -> Path:
     path.write_text(json.dumps(document))
     return path
@@ -479,3 +494,13 @@ def test_download_rows_are_named_participant_kind_and_number(tmp_path: Path) -> 
     assert part_labels(plan) == {ada[1].part_id: "Ada Lovelace-… audio 1/2",
                                  ada[0].part_id: "Ada Lovelace-… audio 2/2",
                                  cam.part_id: "#2 webcam 1/1"}
+
+
+def test_quiet_keeps_only_warnings_and_errors(lossy: tuple[MediaServer, Manifests],
+                                              tmp_path: Path) -> None:
+    _, manifests = lossy
+    done = assembler("run", "--out", str(tmp_path), *manifests.cli_args(), "--quiet",
+                     "--retries", "0")
+    assert done.returncode == 3
+    assert done.stdout == ""
+    assert {line.split(":")[0] for line in done.stderr.splitlines()} == {"error"}

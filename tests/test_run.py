@@ -328,7 +328,7 @@ def test_json_logs_are_one_object_per_line_without_secrets(
     events = [(line["event"], line.get("part") or line.get("track"))
               for line in lines if "event" in line]
     assert sorted(event for event, _ in events) == (
-        ["downloaded part"] * 3 + ["wrote track"] * 3)
+        ["downloaded part"] * 3 + ["parts done", "run finished"] + ["wrote track"] * 3)
     assert {line["level"] for line in lines} <= {"debug", "info"}
     assert "X-Amz-Signature" not in done.stderr + done.stdout
     assert "X-Amz-Signature" not in (tmp_path / "report.json").read_text()
