@@ -32,6 +32,7 @@ from assembler.render import RenderSettings
 from assembler.report import build_report
 from tests.support.recording import RecordingBuilder
 from tests.support.server import serve_directory
+from tests.support.stamps import mp4_timecode, read_bext
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -220,7 +221,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     with serve_directory(build.root) as server:
         manifests = build.write(server.base_url)
         result = run_cli("--out", str(out), *manifests.cli_args(), "--captions", "vtt,srt",
-                         "--timeline", "otio,fcp7xml", "--quiet")
+                         "--timeline", "otio,fcp7xml", "--audio-format", "wav", "--quiet")
     assert result.returncode == 0, result.stderr
     return out, build.root
 
@@ -247,6 +248,23 @@ def test_cli_timeline_clips_are_the_run_s_tracks_and_resolve_to_files(
     assert {"timeline.otio", "timeline.xml", "captions.vtt", "captions.srt"} <= set(outputs)
     assert outputs["timeline.xml"]["format"] == "fcp7xml"
     assert all("sha256" in entry for entry in outputs.values())
+
+
+def test_cli_timeline_start_agrees_with_the_track_files_own_timecode(
+        made: tuple[Path, Path]) -> None:
+    out, _ = made
+    timeline = otio.adapters.read_from_file(str(out / "timeline.otio"))
+    starts = {}
+    for clip in timeline.find_clips():
+        start, path = clip.source_range.start_time, out / clip.media_reference.target_url
+        if path.suffix == ".mp4":  # the tmcd track: ffmpeg's label and the frame number
+            starts[path.name] = mp4_timecode(path)
+            assert starts[path.name] == (otio.opentime.to_timecode(start), start.value)
+        else:  # Broadcast WAV: samples since midnight
+            starts[path.name] = ("", read_bext(path).time_reference)
+            assert starts[path.name][1] == start.value
+    assert starts == {"webcam.mp4": ("14:00:00:00", 14 * 3600 * 30),
+                      "audio.wav": ("", 14 * 3600 * 48000)}
 
 
 def test_cli_timeline_markers_are_within_a_frame_of_the_documents(
