@@ -33,6 +33,7 @@ __all__ = [
     "decode_frames",
     "dominant_frequency",
     "ffmpeg",
+    "ffmpeg_stderr",
     "frame_colours",
     "frame_times",
     "is_black",
@@ -92,6 +93,11 @@ def ffmpeg(args: Sequence[str], *, stdout: bool = False) -> bytes:
         raise RuntimeError(f"ffmpeg {' '.join(args)} failed:\n"
                            f"{done.stderr.decode('utf-8', 'replace')}")
     return done.stdout if stdout else b""
+
+
+def ffmpeg_stderr(args: Sequence[str]) -> str:
+    """What ffmpeg says (at info level) running `args`, whether or not it succeeds."""
+    return _run(args, loglevel="info").stderr.decode("utf-8", "replace")
 
 
 def rgb(colour: Colour) -> RGB:
@@ -187,20 +193,20 @@ def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
 
 
 def _decode_wav(path: Path, rate: int | None, seconds: float | None = None,
-                ) -> tuple[np.ndarray, int]:
+                stream: str = "0:a:0") -> tuple[np.ndarray, int]:
     # WAV rather than raw f32le: its header carries the channel count and rate.
-    args = ["-i", file_arg(path), "-map", "0:a:0", "-vn", "-c:a", "pcm_f32le",
+    args = ["-i", file_arg(path), "-map", stream, "-vn", "-c:a", "pcm_f32le",
             *(["-ar", str(rate)] if rate else []), *(["-t", str(seconds)] if seconds else []),
             *_BITEXACT, "-f", "wav", "-"]
     return _parse_wav(ffmpeg(args, stdout=True))
 
 
-def decode_audio(path: Path, rate: int | None = 48000) -> np.ndarray:
-    """The first audio stream as float32 samples, shape (samples, channels).
+def decode_audio(path: Path, rate: int | None = 48000, *, stream: str = "0:a:0") -> np.ndarray:
+    """An audio stream (default the first) as float32 samples, shape (samples, channels).
 
     Resampled to `rate`; `rate=None` keeps the file's own rate.
     """
-    return _decode_wav(path, rate)[0]
+    return _decode_wav(path, rate, stream=stream)[0]
 
 
 def audio_channels(path: Path) -> int:
