@@ -308,9 +308,15 @@ def is_black(frame_or_colour: np.ndarray | Sequence[float], *, tol: float = 16.0
     return _close(array.reshape(-1, 3).mean(axis=0), COLOURS["black"], tol)
 
 
-def decode_errors(path: Path) -> str:
-    """What ffmpeg reports while decoding the whole file; empty means it decoded clean."""
-    return _run(["-i", file_arg(path), "-f", "null", "-"]).stderr.decode("utf-8", "replace").strip()
+def decode_errors(path: Path, streams: Sequence[str] = ()) -> str:
+    """What ffmpeg reports while decoding the whole file; empty means it decoded clean.
+
+    `streams` are `-map` specifiers (`"0:v"`, `"0:a"`: every video and audio stream);
+    without them ffmpeg picks one stream of each kind.
+    """
+    maps = [arg for stream in streams for arg in ("-map", stream)]
+    return _run(["-i", file_arg(path), *maps, "-f", "null", "-"]).stderr.decode(
+        "utf-8", "replace").strip()
 
 
 _FRAMECRC_LINE = re.compile(r"^(\d+),\s*(-?\d+),\s*(-?\d+),\s*(\d+),", re.M)
