@@ -16,12 +16,14 @@ over" is what people skip around a recording for. Consecutive turns of one
 speaker are one chapter, and turns shorter than `MIN_TURN` ("yes", "mm-hm")
 do not start one, so an hour's meeting gets a list one can read.
 
-Audio formats: FLAC, PCM (WAV), Opus and AAC (M4A) go in as they are, their
-priming kept (Matroska's CodecDelay), decoding to the same samples as the
-track. MP3 does not: Matroska has no place for the encoder delay and padding
-the LAME header carries, so copied MP3 would start 1105 samples (23 ms) late
-and run long. An MP3 track is therefore decoded and stored as FLAC, which
-holds exactly the samples the MP3 decodes to.
+Audio formats: FLAC, PCM (WAV) and Opus go in as they are, decoding to the
+same samples as the track. MP3 does not: Matroska has no place for the
+encoder delay and padding the LAME header carries, so copied MP3 would start
+1105 samples (23 ms) late and run long. An MP3 track is therefore decoded and
+stored as FLAC, which holds exactly the samples the MP3 decodes to. AAC (M4A)
+goes in as it is where ffmpeg carries its priming into Matroska (ffmpeg 9);
+Debian's ffmpeg 5.1 leaves the 1024 priming samples in front, so there it is
+stored as FLAC too. Either conversion is a warning in the report.
 
 Video streams keep the track's frame rate as Matroska's default frame
 duration: stored timestamps are whole milliseconds, and without it ffmpeg
@@ -38,7 +40,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ..media import file_arg, run_ffmpeg
+from ..media import ffmpeg_version, file_arg, run_ffmpeg
 from ..plan import seconds, to_units
 from ..render import AUDIO_CODECS
 
@@ -57,8 +59,9 @@ ARCHIVE_PATH = "recording.mkv"
 MIN_TURN = Fraction(2)  # seconds: a shorter speaker turn starts no chapter
 _MS = Fraction(1000)
 _REPORT_MIME = "application/json"
-# Formats Matroska cannot hold as they are, and the codec settings they are stored with.
-_STORED_AS: dict[str, str] = {"mp3": "flac"}
+# The first ffmpeg seen to carry AAC's priming into Matroska (9.0 does; 5.1 does not and
+# leaves 1024 samples in front; versions between are untested and treated as 5.1).
+_AAC_PRIMING_KEPT = (9, 0)
 
 StreamKind = Literal["audio", "webcam", "screenshare", "captions"]
 
@@ -93,6 +96,13 @@ def shown_name(plan: Plan, participant: int, given: str | None = None) -> str:
     return f"Participant {participant}"
 
 
+def stored_as(audio_format: str) -> str | None:
+    """The format an audio track of `audio_format` goes into the archive as; None: as it is."""
+    if audio_format == "mp3" or (audio_format == "m4a" and ffmpeg_version() < _AAC_PRIMING_KEPT):
+        return "flac"
+    return None
+
+
 def archive_streams(context: DeliverableContext) -> list[ArchiveStream]:
     """The archive's streams in order: tracks by participant and kind, then captions."""
     order = {"audio": 0, "webcam": 1, "screenshare": 2}
@@ -106,7 +116,7 @@ def archive_streams(context: DeliverableContext) -> list[ArchiveStream]:
             source=context.out_dir / track.path, kind=track.kind,
             title=f"{shown_name(context.plan, track.participant_id)} {track.kind}",
             frame_rate=track.rate if track.kind != "audio" else None,
-            store_as=_STORED_AS.get(extension) if track.kind == "audio" else None))
+            store_as=stored_as(extension) if track.kind == "audio" else None))
     captions = sorted((entry for entry in context.made
                        if entry["kind"] == "captions" and entry["format"] == "vtt"
                        and "participant" in entry and "error" not in entry),
@@ -231,9 +241,9 @@ class Archive:
                 listing.write_text(chapters_metadata(chapters), encoding="utf-8")
             run_ffmpeg(archive_argv(streams, report=report, chapters=listing,
                                     start=context.plan.start, output=target))
-        converted = [stream.title for stream in streams if stream.store_as]
-        return [f"{title}: MP3 cannot be held sample-exact in Matroska; stored as FLAC"
-                for title in converted]
+        return [f"{stream.title}: {stream.source.suffix.lstrip('.').upper()} would not start "
+                f"on time in Matroska; stored as {stream.store_as.upper()}"
+                for stream in streams if stream.store_as]
 
 
 ARCHIVE = Archive()
