@@ -56,22 +56,25 @@ def _recording(root: Path, audio_ext: str = ".wav") -> RecordingBuilder:
 
 
 def _run(build: RecordingBuilder, out: Path, audio_format: str = "flac",
-         strategy: str = "copy") -> tuple[Sources, RunOutcome]:
-    options = RunOptions(jobs=2, deliverables=DeliverableOptions(archive=True),
+         strategy: str = "copy", captions: tuple[str, ...] = ()
+         ) -> tuple[Sources, RunOutcome]:
+    options = RunOptions(jobs=2, deliverables=DeliverableOptions(archive=True,
+                                                                 captions=captions),
                          render=RenderSettings(audio_format=audio_format,
                                                video_strategy=strategy))  # type: ignore[arg-type]
     with serve_directory(build.root) as server:
         manifests = build.write(server.base_url)
         sources = Sources(audio_parts=str(manifests.audio_parts),
                           video_parts=str(manifests.video_parts),
-                          speaker_timeline=str(manifests.speaker_timeline))
+                          speaker_timeline=str(manifests.speaker_timeline),
+                          transcript=str(manifests.transcript))
         return sources, asyncio.run(run_recording(sources, out, options))
 
 
 @pytest.fixture(scope="module")
 def archived(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Sources, RunOutcome]:
     root = tmp_path_factory.mktemp("archive")
-    sources, outcome = _run(_recording(root / "www"), root / "out")
+    sources, outcome = _run(_recording(root / "www"), root / "out", captions=("vtt",))
     return root / "out", sources, outcome
 
 
@@ -119,9 +122,10 @@ def test_every_track_is_one_named_stream_in_participant_and_kind_order(
         archived: tuple[Path, Sources, RunOutcome]) -> None:
     out, _sources, outcome = archived
     assert outcome.exit_status == 0
-    [entry] = outcome.report["outputs"]
+    entry = outcome.report["outputs"][-1]
     assert entry["path"] == "recording.mkv"
     assert entry["kind"] == "archive"
+    assert "sha256" in entry
     streams = _streams(out / "recording.mkv")
     media = [(kind, _title(meta), "(default)" in desc) for kind, desc, meta in streams
              if kind in ("Audio", "Video")]
@@ -177,7 +181,9 @@ def test_the_report_is_attached_and_the_start_is_the_creation_time(
     ffmpeg_stderr(["-y", "-dump_attachment:t:0", str(attached), "-i", str(out / "recording.mkv")])
     report = json.loads(attached.read_text())
     assert report["participants"] == outcome.report["participants"]
-    assert report["outputs"] == []  # as it stood before the archive itself
+    # As it stood before the archive itself: the captions made before it, not the archive.
+    assert [o["path"] for o in report["outputs"]] == [
+        o["path"] for o in outcome.report["outputs"] if o["kind"] == "captions"]
     assert re.search(r"creation_time\s*: 2025-07-17T14:00:00", _info(out / "recording.mkv"))
 
 
@@ -217,14 +223,26 @@ def test_each_audio_format_decodes_to_the_tracks_samples(tmp_path: Path,
     assert bool(warned) == bool(converted)
 
 
+def test_captions_of_the_run_are_subtitle_streams_named_after_each_speaker(
+        archived: tuple[Path, Sources, RunOutcome]) -> None:
+    out, _, _ = archived
+    subtitles = [(desc.split(",")[0], _title(meta)) for kind, desc, meta
+                 in _streams(out / "recording.mkv") if kind == "Subtitle"]
+    assert subtitles == [("webvtt", "Ada Lovelace"), ("webvtt", "Bob")]
+    cues = ffmpeg(["-i", str(out / "recording.mkv"), "-map", "0:s:1", "-c", "copy",
+                   "-f", "webvtt", "-"], stdout=True).decode()
+    assert "<v Bob>" in cues
+    assert "Ada" not in cues
+
+
 def test_captions_made_before_are_one_subtitle_stream_per_participant(
         archived: tuple[Path, Sources, RunOutcome], tmp_path: Path) -> None:
     out, sources, outcome = archived
-    vtt = out / "participants/2-bob/captions.vtt"
+    vtt = tmp_path / "bob.vtt"
     vtt.write_text("WEBVTT\n\n00:00:02.600 --> 00:00:03.400\n<v Bob>numbers landed\n",
                    encoding="utf-8")
     context = replace(_context(out, sources, outcome), made=({"kind": "captions", "format": "vtt",
-                                      "path": "participants/2-bob/captions.vtt",
+                                      "path": str(vtt),
                                       "participant": 2, "sha256": "0" * 64},))
     target = tmp_path / "archive.mkv"
     output = Output(kind="archive", format="mkv", path="recording.mkv")

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Literal
 from ..media import ffmpeg_version, file_arg, run_ffmpeg
 from ..plan import seconds, to_units
 from ..render import AUDIO_CODECS
+from . import Output
+from .captions import speaker_name
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
     from ..manifest import Documents, SpeakerSegment
     from ..plan import Plan
     from ..report import OutputKind
-    from . import DeliverableContext, DeliverableOptions, Output
+    from . import DeliverableContext, DeliverableOptions
 
 __all__ = ["ARCHIVE", "Archive", "ArchiveStream", "Chapter", "archive_argv", "archive_streams",
            "chapters_metadata", "speaker_chapters"]
@@ -86,16 +88,6 @@ class Chapter:
     title: str
 
 
-def shown_name(plan: Plan, participant: int, given: str | None = None) -> str:
-    """The participant's name as the plan has it, else `given`, else `Participant <id>`."""
-    names = {person.id: person.name for person in plan.participants}
-    for name in (names.get(participant), given):
-        shown = " ".join((name or "").split())
-        if shown:
-            return shown
-    return f"Participant {participant}"
-
-
 def stored_as(audio_format: str) -> str | None:
     """The format an audio track of `audio_format` goes into the archive as; None: as it is."""
     if audio_format == "mp3" or (audio_format == "m4a" and ffmpeg_version() < _AAC_PRIMING_KEPT):
@@ -114,7 +106,7 @@ def archive_streams(context: DeliverableContext) -> list[ArchiveStream]:
         extension = Path(track.path).suffix.lstrip(".")
         streams.append(ArchiveStream(
             source=context.out_dir / track.path, kind=track.kind,
-            title=f"{shown_name(context.plan, track.participant_id)} {track.kind}",
+            title=f"{speaker_name(context.plan, track.participant_id)} {track.kind}",
             frame_rate=track.rate if track.kind != "audio" else None,
             store_as=stored_as(extension) if track.kind == "audio" else None))
     captions = sorted((entry for entry in context.made
@@ -122,7 +114,7 @@ def archive_streams(context: DeliverableContext) -> list[ArchiveStream]:
                        and "participant" in entry and "error" not in entry),
                       key=lambda entry: entry.get("participant", 0))
     streams.extend(ArchiveStream(source=context.out_dir / entry["path"], kind="captions",
-                                 title=shown_name(context.plan, entry.get("participant", 0)))
+                                 title=speaker_name(context.plan, entry.get("participant", 0)))
                    for entry in captions)
     return streams
 
@@ -144,7 +136,7 @@ def speaker_chapters(documents: Documents, plan: Plan) -> list[Chapter]:
         if not starts or starts[-1][1] != speaker:
             starts.append((0 if not starts else start, speaker, name))
     bounds = [start for start, _, _ in starts[1:]] + [end]
-    return [Chapter(start=start, end=stop, title=shown_name(plan, speaker, name))
+    return [Chapter(start=start, end=stop, title=speaker_name(plan, speaker, name))
             for (start, speaker, name), stop in zip(starts, bounds, strict=False) if stop > start]
 
 
@@ -222,8 +214,6 @@ class Archive:
         return options.archive
 
     def outputs(self, context: DeliverableContext) -> list[Output]:
-        from . import Output
-
         if not context.tracks:  # nothing was rendered: the run has failed already
             return []
         return [Output(kind=self.kind, format="mkv", path=ARCHIVE_PATH)]
