@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from .plan import Plan, TrackPlan
     from .render import RenderedTrack
 
-__all__ = ["BatchDisplay", "Console", "RunDisplay", "configure_logging", "live_progress",
-           "stderr_console"]
+__all__ = ["BatchDisplay", "Console", "HashProgress", "RunDisplay", "configure_logging",
+           "live_progress", "stderr_console"]
 
 log = logging.getLogger("assembler")
 
@@ -514,3 +514,25 @@ class BatchDisplay:
                     f"{row['id']} {status}" if row["id"] else status, error,
                     extra={"fields": {"event": "recording finished", **row,
                                       "done": sum(self.counts.values())}})
+
+
+class HashProgress:
+    """`verify`'s bytes hashed so far as one row of the live display (`verify.VerifyProgress`)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("verify", total=0, detail="")
+        self.total = self.done = 0
+
+    def bytes_planned(self, nbytes: int) -> None:
+        self.total += nbytes
+        self._show()
+
+    def bytes_hashed(self, nbytes: int) -> None:
+        self.done += nbytes
+        self._show()
+
+    def _show(self) -> None:
+        self.progress.update(self.task, total=self.total, completed=self.done)
+        left = _left(_task(self.progress, self.task))
+        self.progress.update(self.task, detail=f"{_size(self.done)} of {_size(self.total)}{left}")

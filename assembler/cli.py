@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .manifest import Sources
     from .pipeline import DownloadOutcome, RunOptions, RunOutcome
     from .report import FailureEntry
+    from .verify import BatchCheck, RecordingCheck
 
 __all__ = ["main"]
 
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: run "
                             "on this machine)")
     _common_options(batch)
+    _verify_command(commands)
     return parser
 
 
@@ -427,6 +429,71 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
 MAX_PROBLEMS_SHOWN = 20
 
 
+# `assembler verify DIR [--decode]`: exit 0 every listed file matches, 1 some differ,
+# 2 no readable report (ReportError). Difference lines go to stdout, one per file.
+
+VERIFY_EPILOG = """\
+exit status:
+  0    every file report.json lists is there with its sha256 (and decodes, with --decode)
+  1    some file differs: each is one line on stdout (on a batch ROOT, one line per
+       recording)
+  2    DIR holds no readable report.json (ROOT no readable batch.json)"""
+
+
+def _verify_command(commands: Any) -> None:
+    verify = commands.add_parser(
+        "verify", help="check every file report.json lists against its sha256 (fixity)",
+        description="Re-read every file DIR/report.json lists (tracks and deliverables) and "
+                    "compare its sha256; nothing is written. On a batch ROOT (holding "
+                    "batch.json), every recording it lists.",
+        epilog=VERIFY_EPILOG, formatter_class=_HelpFormatter)
+    verify.add_argument("dir", type=Path, metavar="DIR",
+                        help="an output directory, or a batch ROOT holding batch.json")
+    verify.add_argument("--decode", action="store_true",
+                        help="also decode every media file to its duration")
+    verify.add_argument("--quiet", action="store_true", help="no progress display, no summary")
+    verify.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verify.set_defaults(json_logs=False, dry_run=False)
+
+
+def _print_recording(args: argparse.Namespace, check: RecordingCheck, console: Console) -> int:
+    for found in check.differences:
+        print(f"{found.problem} {args.dir / found.path}: {found.detail}")
+    if not args.quiet:
+        differ = f"{len(check.differences)} differ" if check.differences else "all match"
+        console.print(f"{check.checked} files checked in {args.dir}: {differ}",
+                      highlight=False)
+    return EXIT_OK if check.ok else EXIT_TRACK_FAILED
+
+
+def _print_batch(batch: BatchCheck) -> int:
+    for entry in batch.recordings:  # one line per recording
+        if entry.check is None:
+            state = "not made (failed in batch.json)" if entry.failed_in_batch else "differs"
+            print(f"{entry.id}: {state}: {entry.problem}")
+        elif entry.check.ok:
+            print(f"{entry.id}: ok, {entry.check.checked} files match")
+        else:
+            named = ", ".join(f"{found.path} {found.problem}" for found in entry.check.differences)
+            print(f"{entry.id}: differs, {len(entry.check.differences)} of "
+                  f"{entry.check.checked} files: {named}")
+    return EXIT_OK if batch.ok else EXIT_TRACK_FAILED
+
+
+def _verify(args: argparse.Namespace, console: Console) -> int:
+    from ._console import HashProgress
+    from .verify import BatchCheck, is_batch, verify_batch, verify_recording
+
+    shown = _display(args, console)
+    with shown if shown else nullcontext():
+        progress = HashProgress(shown) if shown else None
+        verify = verify_batch if is_batch(args.dir) else verify_recording
+        result = verify(args.dir, decode=args.decode, progress=progress)
+    if isinstance(result, BatchCheck):
+        return _print_batch(result)
+    return _print_recording(args, result, console)
+
+
 def _error_lines(error: AssemblerError) -> list[str]:
     """An error as the lines to print: one per problem, at most `MAX_PROBLEMS_SHOWN` of them."""
     if not isinstance(error, InvalidInputsError):
@@ -501,6 +568,8 @@ def _command(args: argparse.Namespace, console: Console) -> int:
     try:
         if args.command == "run":
             return _run(args, console)
+        if args.command == "verify":
+            return _verify(args, console)
         return _batch(args, console)
     except AssemblerError as error:
         _print_error(_error_lines(error), args.json_logs)

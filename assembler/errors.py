@@ -6,7 +6,8 @@
     │   ├── InvalidInputsError      several documents are invalid; carries each ManifestError
     │   ├── UsageError              the command line itself is wrong
     │   ├── JobsFileError           a batch's jobs file cannot be read (missing, not UTF-8)
-    │   └── OutputDirError          the output directory is a file or cannot be created
+    │   ├── OutputDirError          the output directory is a file or cannot be created
+    │   └── ReportError             `verify`: the directory holds no readable report.json
     ├── DownloadError               a part could not be fetched for good (CLI exit 3)
     │   ├── HTTPStatusError         the server answered a status that will not change
     │   │   └── LinkExpiredError    the signed link has expired; a fresh manifest is needed
@@ -51,6 +52,7 @@ __all__ = [
     "NotMediaError",
     "OutputDirError",
     "RenderError",
+    "ReportError",
     "StorageError",
     "TransferError",
     "UsageError",
@@ -115,6 +117,10 @@ class JobsFileError(InputError):
 
 class OutputDirError(InputError):
     """The output directory is a file, or cannot be created or written; checked before work."""
+
+
+class ReportError(InputError):
+    """A directory to verify holds no readable `report.json` (nor a batch's `batch.json`)."""
 
 
 class UsageError(InputError):

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .plan import Plan
     from .render import RenderedTrack
 
@@ -23,6 +25,7 @@ __all__ = ["FailureEntry", "OutputEntry", "OutputKind", "Report", "WarningEntry"
            "read_report", "sha256_file", "with_outputs", "write_json"]
 
 REPORT_VERSION = 1
+_HASH_CHUNK = 1 << 20  # bytes read per step when hashing
 
 
 class TrackEntry(TypedDict):
@@ -92,11 +95,19 @@ class Report(TypedDict):
     recording_start: NotRequired[str]  # ISO 8601 UTC time of timeline 0, when documents say
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    """Hex SHA-256 of the file at `path`; `progress` hears each chunk's size in bytes.
+
+    Raises `OSError` (`FileNotFoundError` when it is gone).
+    """
     digest = hashlib.sha256()
-    with path.open("rb") as media:
-        while chunk := media.read(1 << 20):
-            digest.update(chunk)
+    chunk = bytearray(_HASH_CHUNK)  # one buffer, reused: no allocation per read
+    view = memoryview(chunk)
+    with path.open("rb", buffering=0) as media:
+        while count := media.readinto(chunk):
+            digest.update(view[:count])
+            if progress:
+                progress(count)
     return digest.hexdigest()
 
 

@@ -107,13 +107,14 @@ class Deliverable(Protocol):
 
 
 # The deliverable modules import the names above, so they are imported once those exist.
+from .archive import ARCHIVE  # noqa: E402
 from .av import AV  # noqa: E402
 from .captions import CAPTIONS  # noqa: E402
 from .mix import MIX  # noqa: E402
 from .timeline import TIMELINE  # noqa: E402
 
 # The order deliverables are made in: captions before the archive that holds them.
-REGISTRY: tuple[Deliverable, ...] = (CAPTIONS, TIMELINE, MIX, AV)
+REGISTRY: tuple[Deliverable, ...] = (CAPTIONS, TIMELINE, MIX, AV, ARCHIVE)
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ __all__ = [
     "decode_frames",
     "dominant_frequency",
     "ffmpeg",
+    "ffmpeg_stderr",
     "frame_colours",
     "frame_times",
     "is_black",
@@ -93,6 +94,11 @@ def ffmpeg(args: Sequence[str], *, stdout: bool = False) -> bytes:
         raise RuntimeError(f"ffmpeg {' '.join(args)} failed:\n"
                            f"{done.stderr.decode('utf-8', 'replace')}")
     return done.stdout if stdout else b""
+
+
+def ffmpeg_stderr(args: Sequence[str]) -> str:
+    """What ffmpeg says (at info level) running `args`, whether or not it succeeds."""
+    return _run(args, loglevel="info").stderr.decode("utf-8", "replace")
 
 
 def rgb(colour: Colour) -> RGB:
@@ -188,20 +194,20 @@ def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
 
 
 def _decode_wav(path: Path, rate: int | None, seconds: float | None = None,
-                ) -> tuple[np.ndarray, int]:
+                stream: str = "0:a:0") -> tuple[np.ndarray, int]:
     # WAV rather than raw f32le: its header carries the channel count and rate.
-    args = ["-i", file_arg(path), "-map", "0:a:0", "-vn", "-c:a", "pcm_f32le",
+    args = ["-i", file_arg(path), "-map", stream, "-vn", "-c:a", "pcm_f32le",
             *(["-ar", str(rate)] if rate else []), *(["-t", str(seconds)] if seconds else []),
             *_BITEXACT, "-f", "wav", "-"]
     return _parse_wav(ffmpeg(args, stdout=True))
 
 
-def decode_audio(path: Path, rate: int | None = 48000) -> np.ndarray:
-    """The first audio stream as float32 samples, shape (samples, channels).
+def decode_audio(path: Path, rate: int | None = 48000, *, stream: str = "0:a:0") -> np.ndarray:
+    """An audio stream (default the first) as float32 samples, shape (samples, channels).
 
     Resampled to `rate`; `rate=None` keeps the file's own rate.
     """
-    return _decode_wav(path, rate)[0]
+    return _decode_wav(path, rate, stream=stream)[0]
 
 
 def audio_channels(path: Path) -> int:
@@ -303,9 +309,15 @@ def is_black(frame_or_colour: np.ndarray | Sequence[float], *, tol: float = 16.0
     return _close(array.reshape(-1, 3).mean(axis=0), COLOURS["black"], tol)
 
 
-def decode_errors(path: Path) -> str:
-    """What ffmpeg reports while decoding the whole file; empty means it decoded clean."""
-    return _run(["-i", file_arg(path), "-f", "null", "-"]).stderr.decode("utf-8", "replace").strip()
+def decode_errors(path: Path, streams: Sequence[str] = ()) -> str:
+    """What ffmpeg reports while decoding the whole file; empty means it decoded clean.
+
+    `streams` are `-map` specifiers (`"0:v"`, `"0:a"`: every video and audio stream);
+    without them ffmpeg picks one stream of each kind.
+    """
+    maps = [arg for stream in streams for arg in ("-map", stream)]
+    return _run(["-i", file_arg(path), *maps, "-f", "null", "-"]).stderr.decode(
+        "utf-8", "replace").strip()
 
 
 _FRAMECRC_LINE = re.compile(r"^(\d+),\s*(-?\d+),\s*(-?\d+),\s*(\d+),", re.M)
