@@ -28,7 +28,7 @@ from .errors import (
     InvalidInputsError,
     UsageError,
 )
-from .plan import AUDIO_FORMATS, VIDEO_STRATEGIES, plan_as_json
+from .plan import AUDIO_FORMATS, KINDS, VIDEO_STRATEGIES, X264_PRESETS, plan_as_json
 
 # Only annotations name the stages here: each is imported where a command needs it, so
 # `--help` and a bad argument answer before aiohttp, pydantic, rich or ffmpeg-python load.
@@ -208,9 +208,36 @@ def _display_options(parser: argparse.ArgumentParser) -> None:
                        help="debug logging, including every ffmpeg command line")
 
 
+def _rerun_selection_quality_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("reruns, selection and video quality")
+    group.add_argument("--force", action="store_true",
+                       help="make every track and deliverable again, even those an earlier "
+                            "run made from the same inputs (downloaded parts are kept)")
+    group.add_argument("--keep-parts", action=argparse.BooleanOptionalAction, default=True,
+                       help="keep DIR/parts/ after a complete run, or remove the downloads "
+                            "once every file is made (default: keep)")
+    group.add_argument("--participant", dest="selected_participants", type=int,
+                       action="append", default=[], metavar="ID",
+                       help="make this participant's tracks only; repeat for more "
+                            "(default: everyone)")
+    group.add_argument("--kinds", type=_formats(KINDS), default=KINDS,
+                       metavar="audio,webcam,screenshare",
+                       help="the kinds of track to make (default: all)")
+    group.add_argument("--crf", type=int, choices=range(52), default=20, metavar="0-51",
+                       help="H.264 quality of encoded video, lower is better "
+                            "(default: %(default)s)")
+    group.add_argument("--preset", choices=X264_PRESETS, default="veryfast", metavar="NAME",
+                       help="x264 preset, ultrafast to veryslow: speed against size "
+                            "(default: %(default)s)")
+    group.add_argument("--max-height", type=_at_least(2), metavar="PIXELS",
+                       help="scale encoded video down to at most this height; copy is then "
+                            "refused for taller parts, auto encodes them (default: no limit)")
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     _download_options(parser)
     _render_options(parser)
+    _rerun_selection_quality_options(parser)
     _display_options(parser)
     _deliverable_options(parser)
 
@@ -273,7 +300,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                                 connect_timeout=args.connect_timeout,
                                 read_timeout=args.read_timeout)
     extra = {"jobs": args.jobs} if args.jobs else {}
-    render = RenderSettings(audio_format=args.audio_format, video_strategy=args.video_strategy)
+    render = RenderSettings(audio_format=args.audio_format, video_strategy=args.video_strategy,
+                            crf=args.crf, x264_preset=args.preset, max_height=args.max_height)
     try:
         deliverables = DeliverableOptions(
             captions=args.captions, timeline=args.timeline, mix=args.mix,
@@ -281,7 +309,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     except ValueError as exc:
         raise UsageError(f"--loudness: {exc}") from None
     return RunOptions(duration=args.duration, render=render, fps=args.fps, download=download,
-                      deliverables=deliverables, **extra)
+                      deliverables=deliverables, participants=tuple(args.selected_participants),
+                      kinds=args.kinds, force=args.force, keep_parts=args.keep_parts, **extra)
 
 
 def _display(args: argparse.Namespace, console: Console) -> Progress | None:
@@ -362,6 +391,9 @@ def _summarise(args: argparse.Namespace, outcome: RunOutcome | DownloadOutcome) 
     for output in outcome.report["outputs"]:
         print(f"{output['kind']:6} {args.out / output['path']}" if "error" not in output
               else f"failed {output['path']}: {output['error']}")
+    if outcome.kept:
+        print(f"{len(outcome.kept)} file(s) kept: made from the same inputs by an earlier run "
+              "(--force makes them again)")
     for line in _failure_lines(outcome.report["failures"]):
         print(f"failed {line}")
     if outcome.report["warnings"]:
