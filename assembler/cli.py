@@ -28,7 +28,15 @@ from .errors import (
     InvalidInputsError,
     UsageError,
 )
-from .plan import AUDIO_FORMATS, KINDS, VIDEO_STRATEGIES, X264_PRESETS, plan_as_json
+from .plan import (
+    AUDIO_FORMATS,
+    CAPTION_FORMATS,
+    KINDS,
+    TIMELINE_FORMATS,
+    VIDEO_STRATEGIES,
+    X264_PRESETS,
+    plan_as_json,
+)
 
 # Only annotations name the stages here: each is imported where a command needs it, so
 # `--help` and a bad argument answer before aiohttp, pydantic, rich or ffmpeg-python load.
@@ -51,8 +59,6 @@ log = logging.getLogger("assembler")
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
-CAPTION_FORMATS = ("vtt", "srt")
-TIMELINE_FORMATS = ("otio", "fcp7xml")
 SOURCE_OPTIONS = ("video_parts", "audio_parts", "participants", "participant_events",
                   "speaker_timeline", "transcript")
 

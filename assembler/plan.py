@@ -58,6 +58,8 @@ KINDS: tuple[Kind, ...] = ("audio", "webcam", "screenshare")
 AUDIO_RATE = 48000
 DEFAULT_FPS = Fraction(30)
 AUDIO_FORMATS = ("flac", "wav", "opus", "m4a", "mp3")
+CAPTION_FORMATS = ("vtt", "srt")  # --captions
+TIMELINE_FORMATS = ("otio", "fcp7xml")  # --timeline
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                 "slower", "veryslow", "placebo")
 VideoStrategy = Literal["auto", "copy", "encode"]
