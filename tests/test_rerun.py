@@ -6,15 +6,28 @@ is proven by the server's request count and by file times that do not move.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from assembler.media import probe_many
+from assembler.deliverables import (
+    DeliverableContext,
+    DeliverableOptions,
+    Output,
+    make_deliverables,
+)
+from assembler.manifest import Sources
+from assembler.media import FfmpegSlots, probe_many
+from assembler.pipeline import RunOptions, plan_recording
+from assembler.render import RenderSettings
+from assembler.report import OutputKind, Report, write_json
+from assembler.rerun import PreviousRun, track_inputs
 from tests.support.media import active_spans, decode_audio, media_info
 from tests.support.recording import Manifests, RecordingBuilder
 from tests.support.server import MediaServer, serve_directory
@@ -209,3 +222,72 @@ def test_crf_changes_the_encoded_size(served: tuple[MediaServer, Manifests],
         assert done.returncode == 0, done.stderr
         sizes[crf] = os.path.getsize(out / ADA_WEBCAM)
     assert sizes["45"] < sizes["10"]
+
+
+@dataclass
+class Notes:
+    """A stand-in deliverable: the loudness target and the tracks, counting its writes."""
+
+    kind: OutputKind = "mix"
+    path: str = "notes.txt"
+    writes: int = 0
+
+    def wanted(self, options: DeliverableOptions) -> bool:
+        return True
+
+    def outputs(self, context: DeliverableContext) -> list[Output]:
+        return [Output(kind=self.kind, format="txt", path=self.path)]
+
+    def write(self, context: DeliverableContext, output: Output, target: Path) -> list[str]:
+        self.writes += 1
+        target.write_text(f"{context.options.loudness} {[t.path.name for t in context.tracks]}")
+        return ["a warning"]
+
+
+def make_outputs(out: Path, sources: Sources, registry: list[Notes], *, loudness: float = -16.0
+                 ) -> Report:
+    """The deliverables stage as a run does it, over the tracks the run made: report written."""
+    async def stage() -> Report:
+        documents, plan = await plan_recording(sources, RunOptions())
+        previous = PreviousRun.read(out, "report.json")
+        report = previous.raw
+        assert report is not None
+        tracks = tuple(kept for track in plan.tracks
+                       if (kept := previous.kept_track(
+                           track, track_inputs(track, documents, plan, RenderSettings()),
+                           plan)) is not None)
+        context = DeliverableContext(
+            out_dir=out, documents=documents, plan=plan, tracks=tracks,
+            render=RenderSettings(), options=DeliverableOptions(loudness=loudness),
+            report=report)  # type: ignore[arg-type]
+        made = await make_deliverables(context, FfmpegSlots(1), registry, previous=previous)
+        write_json(out / "report.json", made)
+        return made
+    return asyncio.run(stage())
+
+
+def test_a_deliverable_made_from_the_same_inputs_is_kept_and_reported_as_made(
+        served: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    _, manifests = served
+    out = tmp_path / "out"
+    assert run_cli(out, manifests).returncode == 0
+    sources = Sources(audio_parts=str(manifests.audio_parts),
+                      video_parts=str(manifests.video_parts))
+    notes = Notes()
+    first = make_outputs(out, sources, [notes])
+    assert notes.writes == 1
+    assert first["outputs"][0]["path"] == "notes.txt"
+    assert len(first["outputs"][0]["inputs"]) == 64
+    # Same inputs, another deliverable added after it: the notes are kept, exactly as made.
+    later = Notes(kind="archive", path="later.txt")
+    second = make_outputs(out, sources, [notes, later])
+    assert (notes.writes, later.writes) == (1, 1)
+    assert second["outputs"][0] == first["outputs"][0]
+    assert {"output": "notes.txt", "message": "a warning"} in second["warnings"]
+    # Another loudness, or a file changed on disk: made again.
+    make_outputs(out, sources, [notes], loudness=-23.0)
+    assert notes.writes == 2
+    (out / "notes.txt").write_text("edited")
+    make_outputs(out, sources, [notes], loudness=-23.0)
+    assert notes.writes == 3
+    assert (out / "notes.txt").read_text().startswith("-23.0 ")

@@ -134,12 +134,12 @@ def _entry(output: Output) -> OutputEntry:
 def _write_one(deliverable: Deliverable, context: DeliverableContext, output: Output,
                made: _Made, inputs: str) -> None:
     entry = _entry(output)
-    entry["inputs"] = inputs
     path = context.out_dir / output.path
     try:
         with publishing(path) as target:
             warnings = deliverable.write(context, output, target)
         entry["sha256"] = sha256_file(path)
+        entry["inputs"] = inputs
     except AssemblerError as error:
         entry["error"] = _one_line(error)
         log.error("%s not written: %s", output.path, entry["error"])
