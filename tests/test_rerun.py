@@ -23,7 +23,7 @@ from assembler.deliverables import (
     make_deliverables,
 )
 from assembler.manifest import Sources
-from assembler.media import FfmpegSlots, probe_many
+from assembler.media import FfmpegSlots, ffmpeg_binary, probe_many
 from assembler.pipeline import RunOptions, plan_recording
 from assembler.render import RenderSettings
 from assembler.report import OutputKind, Report, write_json
@@ -39,11 +39,27 @@ if TYPE_CHECKING:
 RATE = 48000
 
 
-def run_cli(out: Path, manifests: Manifests, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(out: Path, manifests: Manifests, *args: str,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "assembler", "run", "--out", str(out), *manifests.cli_args(),
          "--quiet", "--jobs", "2", *args], capture_output=True, text=True, timeout=300,
-        check=False)
+        check=False, env={**os.environ, **(env or {})})
+
+
+def counting_ffmpeg(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An ffmpeg that notes each command line it is given, then runs the real one."""
+    calls = tmp_path / "ffmpeg-calls.txt"
+    wrapper = tmp_path / "ffmpeg"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{ffmpeg_binary()}" "$@"\n')
+    wrapper.chmod(0o755)
+    return {"ASSEMBLER_FFMPEG": str(wrapper)}, calls
+
+
+def media_runs(calls: Path) -> list[str]:
+    """The ffmpeg runs noted, but the `-version` check that finds a working binary."""
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return [line for line in lines if line != "-version"]
 
 
 def report_of(out: Path) -> dict[str, Any]:
@@ -80,10 +96,14 @@ def test_a_complete_rerun_fetches_nothing_and_writes_nothing(
         served: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
     server, manifests = served
     out = tmp_path / "out"
-    assert run_cli(out, manifests).returncode == 0
+    env, calls = counting_ffmpeg(tmp_path)
+    assert run_cli(out, manifests, env=env).returncode == 0
+    assert media_runs(calls)  # the wrapper does see the first run's ffmpeg
+    calls.unlink()
     before, requests, report = mtimes(out), sum(server.requests.values()), report_of(out)
-    again = run_cli(out, manifests)
+    again = run_cli(out, manifests, env=env)
     assert again.returncode == 0, again.stderr
+    assert media_runs(calls) == []  # no probe, no render
     # Only the manifests are read: they are local files here, so no request at all.
     assert sum(server.requests.values()) == requests
     assert mtimes(out) == before  # no track, no part, not even report.json was rewritten
