@@ -276,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "already complete for the same inputs and options is skipped.")
     batch.add_argument("jobs_file", type=Path, metavar="JOBS.jsonl",
                        help='one recording per line, e.g. {"id": "rec-42", "video_parts": '
-                            '"SRC", "audio_parts": "SRC"} (keys: id and the source option '
-                            "names with _)")
+                            '"SRC", "audio_parts": "SRC", "audio_format": "wav"} (keys: id, '
+                            "the source options and the recording's own options, their "
+                            "long names with _)")
     batch.add_argument("--out", required=True, type=Path, metavar="ROOT",
                        help="root directory: each recording goes to ROOT/<id>/ (required)")
     batch.add_argument("--scheduler", metavar="ADDRESS",

@@ -76,6 +76,14 @@ def mtimes(out: Path) -> dict[str, int]:
             for path in out.rglob("*") if path.is_file()}
 
 
+def first_run(manifests: Manifests, tmp_path: Path, *args: str) -> tuple[Path, dict[str, int]]:
+    """A complete run into `tmp_path/out`, and the times of the files it wrote."""
+    out = tmp_path / "out"
+    done = run_cli(out, manifests, *args)
+    assert done.returncode == 0, done.stderr
+    return out, mtimes(out)
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[MediaServer, Manifests]]:
     """Two people: Ada talks and shows her webcam (320x240 H.264), Grace only talks."""
@@ -115,9 +123,8 @@ def test_a_complete_rerun_fetches_nothing_and_writes_nothing(
 def test_force_makes_every_track_again_from_the_kept_parts(
         served: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
     server, manifests = served
-    out = tmp_path / "out"
-    assert run_cli(out, manifests).returncode == 0
-    before, requests = mtimes(out), sum(server.requests.values())
+    out, before = first_run(manifests, tmp_path)
+    requests = sum(server.requests.values())
     again = run_cli(out, manifests, "--force")
     assert again.returncode == 0, again.stderr
     assert sum(server.requests.values()) == requests  # parts are kept even with --force
@@ -129,9 +136,7 @@ def test_force_makes_every_track_again_from_the_kept_parts(
 def test_other_options_keep_what_they_do_not_change_and_remove_stale_files(
         served: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
     _, manifests = served
-    out = tmp_path / "out"
-    assert run_cli(out, manifests).returncode == 0
-    before = mtimes(out)
+    out, before = first_run(manifests, tmp_path)
     # Files the user put in the tree, one of them named like a track: never touched.
     (out / "participants/1-ada/notes.txt").write_text("mine")
     (out / "participants/1-ada/audio.opus").write_bytes(b"not made by assembler")
@@ -150,9 +155,7 @@ def test_other_options_keep_what_they_do_not_change_and_remove_stale_files(
 def test_a_participant_left_out_loses_their_files_and_their_empty_directory(
         served: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
     _, manifests = served
-    out = tmp_path / "out"
-    assert run_cli(out, manifests).returncode == 0
-    before = mtimes(out)
+    out, before = first_run(manifests, tmp_path)
     again = run_cli(out, manifests, "--participant", "1", "--kinds", "audio")
     assert again.returncode == 0, again.stderr
     assert set(tracks_of(out)) == {ADA_AUDIO}
@@ -164,9 +167,7 @@ def test_a_participant_left_out_loses_their_files_and_their_empty_directory(
 def test_a_changed_manifest_never_reuses_a_stale_track(
         served: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
     _, manifests = served
-    out = tmp_path / "out"
-    assert run_cli(out, manifests).returncode == 0
-    webcam = mtimes(out)[ADA_WEBCAM]
+    out, before = first_run(manifests, tmp_path)
     parts = json.loads(manifests.audio_parts.read_text())
     grace = next(part for part in parts if part["participant"]["id"] == 2)
     grace["start_timestamp"]["relative"] = 0.0  # Grace now speaks from 0 s, not 0.5 s
@@ -175,7 +176,7 @@ def test_a_changed_manifest_never_reuses_a_stale_track(
     assert again.returncode == 0, again.stderr
     spans = active_spans(decode_audio(out / GRACE_AUDIO)[:, 0], RATE)
     assert spans[0][0] == pytest.approx(0.0, abs=0.01)
-    assert mtimes(out)[ADA_WEBCAM] == webcam  # Ada's parts did not move
+    assert mtimes(out)[ADA_WEBCAM] == before[ADA_WEBCAM]  # Ada's parts did not move
 
 
 def test_no_keep_parts_removes_the_downloads_and_a_rerun_needs_none(
@@ -289,8 +290,7 @@ def make_outputs(out: Path, sources: Sources, registry: list[Notes], *, loudness
 def test_a_deliverable_made_from_the_same_inputs_is_kept_and_reported_as_made(
         served: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
     _, manifests = served
-    out = tmp_path / "out"
-    assert run_cli(out, manifests).returncode == 0
+    out, _ = first_run(manifests, tmp_path)
     sources = Sources(audio_parts=str(manifests.audio_parts),
                       video_parts=str(manifests.video_parts))
     notes = Notes()
