@@ -168,6 +168,7 @@ class PreviousRun:
                          if (warning["part"], warning["message"]) not in planned)
         return RenderedTrack(track=placed, path=self.out_dir / track.path,
                              strategy=entry["strategy"], reason=entry.get("reason"),
+                             blank=tuple((start, end) for start, end in entry.get("blank", [])),
                              warnings=warnings)
 
     def kept_output(self, path: str, inputs: str
