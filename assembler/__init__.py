@@ -1,12 +1,15 @@
 """assembler: turn a meeting recording's per-participant parts into aligned tracks.
 
-The library API, stage by stage: load the documents (`load_documents`), plan
-the timeline (`make_plan`), download the parts (`download_parts`), render the
-tracks (`render_track`), make the deliverables (`make_deliverables`) and
-report (`build_report`). `run_recording` does all of it for one recording,
-`download_recording` only fetches its parts, `run_batch` runs a jobs file of
-recordings. Errors raised on purpose are `AssemblerError`s, each carrying the
-exit status the CLI would return (`exit_status`).
+`assemble` makes one recording from a script, as `assembler run` does. The
+library API, stage by stage: load the documents (`load_documents`, with
+`fetch_document` for URLs), plan the timeline (`make_plan`, pure), download
+the parts (`download_parts`), probe them (`probe_many`), render the tracks
+(`render_track`), report (`build_report`), make the deliverables
+(`make_deliverables`) and write the report (`write_json`). `run_recording` is
+`assemble` for async code, `download_recording` only fetches the parts,
+`run_batch` runs a jobs file of recordings. Errors raised on purpose are
+`AssemblerError`s, each carrying the exit status the CLI would return
+(`exit_status`).
 
 Names are imported on first use (PEP 562): `import assembler` and the CLI's
 `--help` do not pay for aiohttp, pydantic or the renderers up front.
@@ -19,13 +22,14 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from .batch import BatchEvents, BatchOutcome, Row, run_batch
-    from .deliverables import DeliverableOptions, make_deliverables
+    from .deliverables import DeliverableContext, DeliverableOptions, make_deliverables
     from .download import (
         DownloadProgress,
         DownloadResults,
         DownloadSettings,
         PartDownload,
         download_parts,
+        fetch_document,
     )
     from .errors import (
         AssemblerError,
@@ -38,6 +42,7 @@ if _typing.TYPE_CHECKING:
         RenderError,
         StorageError,
     )
+    from .library import assemble
     from .manifest import Documents, Sources, load_documents
     from .media import FfmpegSlots, MediaInfo, probe_many
     from .pipeline import (
@@ -49,14 +54,16 @@ if _typing.TYPE_CHECKING:
         plan_recording,
         run_recording,
     )
-    from .plan import Plan, TrackPlan, make_plan, plan_as_json
+    from .plan import KINDS, Kind, Plan, TrackPlan, make_plan, plan_as_json
     from .render import RenderedTrack, RenderSettings, render_track
-    from .report import Report, build_report
+    from .report import Report, build_report, write_json
 
 __all__ = [
+    "KINDS",
     "AssemblerError",
     "BatchEvents",
     "BatchOutcome",
+    "DeliverableContext",
     "DeliverableError",
     "DeliverableOptions",
     "Documents",
@@ -68,6 +75,7 @@ __all__ = [
     "FfmpegSlots",
     "InputError",
     "InvalidInputsError",
+    "Kind",
     "LinkExpiredError",
     "ManifestError",
     "MediaInfo",
@@ -84,9 +92,11 @@ __all__ = [
     "Sources",
     "StorageError",
     "TrackPlan",
+    "assemble",
     "build_report",
     "download_parts",
     "download_recording",
+    "fetch_document",
     "load_documents",
     "make_deliverables",
     "make_plan",
@@ -96,11 +106,18 @@ __all__ = [
     "render_track",
     "run_batch",
     "run_recording",
+    "write_json",
 ]
 
 # Where each public name lives.
 _MODULES = {
+    "KINDS": "plan",
     "AssemblerError": "errors",
+    "DeliverableContext": "deliverables",
+    "Kind": "plan",
+    "assemble": "library",
+    "fetch_document": "download",
+    "write_json": "report",
     "BatchEvents": "batch",
     "BatchOutcome": "batch",
     "DeliverableError": "errors",

@@ -40,6 +40,7 @@ from .errors import (
     JobsFileError,
     StorageError,
 )
+from .joboptions import OPTION_KEYS, OptionError, with_options
 from .manifest import Sources, is_url
 from .media import FfmpegSlots
 from .pipeline import (
@@ -57,7 +58,7 @@ from .plan import plan_as_json
 from .report import read_report, write_json
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Iterator
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
 __all__ = ["BATCH_NAME", "BatchEvents", "BatchOutcome", "Job", "Row", "current_recording",
            "plan_jobs", "read_jobs", "run_batch", "run_job", "run_on_worker"]
@@ -88,11 +89,19 @@ class Row(TypedDict):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
-    """One valid line of the jobs file; local paths in `sources` are absolute."""
+    """One valid line of the jobs file; local paths in `sources` are absolute.
+
+    `options` are the line's own options (`joboptions.OPTION_KEYS`), already valid.
+    """
 
     line: int
     id: str
     sources: Sources
+    options: Mapping[str, object] = dataclasses.field(default_factory=dict)  # the line's own
+
+    def run_options(self, batch: RunOptions) -> RunOptions:
+        """The batch's options with this recording's own set over them."""
+        return with_options(batch, self.options)
 
 
 class BatchEvents(Protocol):
@@ -129,8 +138,11 @@ class _BadLine(ValueError):
     def __init__(self, message: str, job_id: str | None = None, column: int | None = None
                  ) -> None:
         self.job_id = job_id
-        self.column = column  # where on its line, when the JSON says
+        self.column = column  # 1-based: where on its line, when known
         super().__init__(message)
+
+    def place(self, line: int) -> str:
+        return f"line {line}" + (f" column {self.column}" if self.column else "")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -159,7 +171,7 @@ def _source(value: object, key: str, base: Path) -> str:
     return value if is_url(value) else str((base / value).resolve())
 
 
-def _parse_job(text: str, base: Path) -> tuple[str, Sources]:
+def _parse_job(text: str, base: Path) -> tuple[str, Sources, dict[str, object]]:
     try:
         entry = json.loads(text)
     except json.JSONDecodeError as exc:  # its "line 1" would only repeat the obvious
@@ -172,16 +184,28 @@ def _parse_job(text: str, base: Path) -> tuple[str, Sources]:
     if not _SAFE_ID.fullmatch(job_id) or job_id == BATCH_NAME:
         raise _BadLine(f"id {job_id!r} is not a safe directory name: use letters, digits, "
                        "'.', '_' and '-', not starting with '.' or '-'", job_id)
-    unknown = sorted(set(entry) - {"id", *SOURCE_KEYS})
+    unknown = sorted(set(entry) - {"id", *SOURCE_KEYS, *OPTION_KEYS})
     if unknown:
-        raise _BadLine(f"unknown key {unknown[0]!r}; known: {', '.join(SOURCE_KEYS)}", job_id)
+        raise _BadLine(f"unknown key {unknown[0]!r}; known: "
+                       f"{', '.join((*SOURCE_KEYS, *OPTION_KEYS))}", job_id,
+                       _column(text, unknown[0]))
+    options = {key: entry[key] for key in OPTION_KEYS if key in entry}
     try:
+        with_options(RunOptions(), options)
         given = {key: _source(entry[key], key, base) for key in SOURCE_KEYS if key in entry}
-        return job_id, Sources(**given)
+        return job_id, Sources(**given), options
+    except OptionError as exc:
+        raise _BadLine(str(exc), job_id, _column(text, exc.key)) from None
     except _BadLine as exc:
         raise _BadLine(str(exc), job_id) from None
     except ValueError as exc:  # Sources: neither video_parts nor audio_parts
         raise _BadLine(f"{exc} (video_parts, audio_parts)", job_id) from None
+
+
+def _column(text: str, key: str) -> int | None:
+    """Where `key` is written on its line (1-based), when it is written plainly."""
+    found = re.search(re.escape(json.dumps(key)) + r"\s*:", text)
+    return found.start() + 1 if found else None
 
 
 def read_jobs(path: Path) -> Iterator[Job | Row]:
@@ -191,15 +215,14 @@ def read_jobs(path: Path) -> Iterator[Job | Row]:
         if not text.strip():
             continue
         try:
-            job_id, sources = _parse_job(text, path.parent)
+            job_id, sources, options = _parse_job(text, path.parent)
             if job_id in first_line:
                 raise _BadLine(f"duplicate id (first on line {first_line[job_id]})", job_id)
         except _BadLine as exc:
-            where = f"line {number}" + (f" column {exc.column}" if exc.column else "")
-            yield _row(number, exc.job_id, EXIT_BAD_INPUT, f"{where}: {exc}", 0.0)
+            yield _row(number, exc.job_id, EXIT_BAD_INPUT, f"{exc.place(number)}: {exc}", 0.0)
             continue
         first_line[job_id] = number
-        yield Job(line=number, id=job_id, sources=sources)
+        yield Job(line=number, id=job_id, sources=sources, options=options)
 
 
 def plan_jobs(path: Path, options: RunOptions) -> Iterator[dict[str, object]]:
@@ -212,7 +235,7 @@ def plan_jobs(path: Path, options: RunOptions) -> Iterator[dict[str, object]]:
             yield {"id": item["id"], "line": item["line"], "error": item.get("error", "")}
             continue
         try:
-            _, plan = asyncio.run(plan_recording(item.sources, options))
+            _, plan = asyncio.run(plan_recording(item.sources, item.run_options(options)))
         except AssemblerError as exc:
             yield {"id": item.id, "line": item.line, "error": _one_line(exc)}
             continue
@@ -276,6 +299,7 @@ def run_job(job: Job, root: Path, options: RunOptions, *, download_only: bool = 
     current_recording.set(job.id)  # run_job owns its thread: the value lasts as long as it
     error: str | None
     out_dir = root / job.id
+    options = job.run_options(options)
     work: Awaitable[RunOutcome | DownloadOutcome] = (
         download_recording(job.sources, out_dir, options, events=events, ffmpeg=ffmpeg)
         if download_only else
@@ -301,7 +325,13 @@ def run_on_worker(job: Job, root: Path, options: RunOptions, download_only: bool
 
 
 def is_complete(job: Job, root: Path, options: RunOptions) -> bool:
-    """True when `root/<id>/report.json` says complete, for these sources and options."""
+    """True when `root/<id>/report.json` says complete, for these sources and options.
+
+    `options` are the batch's; the job's own are set over them. Never with `force`.
+    """
+    options = job.run_options(options)
+    if options.force:
+        return False
     report = read_report(root / job.id / REPORT_NAME)
     return (report is not None and report.get("complete") is True
             and report.get("inputs") == inputs_fingerprint(job.sources, options))

@@ -28,7 +28,15 @@ from .errors import (
     InvalidInputsError,
     UsageError,
 )
-from .plan import AUDIO_FORMATS, VIDEO_STRATEGIES, plan_as_json
+from .plan import (
+    AUDIO_FORMATS,
+    CAPTION_FORMATS,
+    KINDS,
+    TIMELINE_FORMATS,
+    VIDEO_STRATEGIES,
+    X264_PRESETS,
+    plan_as_json,
+)
 
 # Only annotations name the stages here: each is imported where a command needs it, so
 # `--help` and a bad argument answer before aiohttp, pydantic, rich or ffmpeg-python load.
@@ -52,8 +60,6 @@ log = logging.getLogger("assembler")
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
-CAPTION_FORMATS = ("vtt", "srt")
-TIMELINE_FORMATS = ("otio", "fcp7xml")
 SOURCE_OPTIONS = ("video_parts", "audio_parts", "participants", "participant_events",
                   "speaker_timeline", "transcript")
 
@@ -210,9 +216,36 @@ def _display_options(parser: argparse.ArgumentParser) -> None:
                        help="debug logging, including every ffmpeg command line")
 
 
+def _rerun_selection_quality_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("reruns, selection and video quality")
+    group.add_argument("--force", action="store_true",
+                       help="make every track and deliverable again, even those an earlier "
+                            "run made from the same inputs (downloaded parts are kept)")
+    group.add_argument("--keep-parts", action=argparse.BooleanOptionalAction, default=True,
+                       help="keep DIR/parts/ after a complete run, or remove the downloads "
+                            "once every file is made (default: keep)")
+    group.add_argument("--participant", dest="selected_participants", type=int,
+                       action="append", default=[], metavar="ID",
+                       help="make this participant's tracks only; repeat for more "
+                            "(default: everyone)")
+    group.add_argument("--kinds", type=_formats(KINDS), default=KINDS,
+                       metavar="audio,webcam,screenshare",
+                       help="the kinds of track to make (default: all)")
+    group.add_argument("--crf", type=int, choices=range(52), default=20, metavar="0-51",
+                       help="H.264 quality of encoded video, lower is better "
+                            "(default: %(default)s)")
+    group.add_argument("--preset", choices=X264_PRESETS, default="veryfast", metavar="NAME",
+                       help="x264 preset, ultrafast to veryslow: speed against size "
+                            "(default: %(default)s)")
+    group.add_argument("--max-height", type=_at_least(2), metavar="PIXELS",
+                       help="scale encoded video down to at most this height; copy is then "
+                            "refused for taller parts, auto encodes them (default: no limit)")
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     _download_options(parser)
     _render_options(parser)
+    _rerun_selection_quality_options(parser)
     _display_options(parser)
     _deliverable_options(parser)
 
@@ -245,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "already complete for the same inputs and options is skipped.")
     batch.add_argument("jobs_file", type=Path, metavar="JOBS.jsonl",
                        help='one recording per line, e.g. {"id": "rec-42", "video_parts": '
-                            '"SRC", "audio_parts": "SRC"} (keys: id and the source option '
-                            "names with _)")
+                            '"SRC", "audio_parts": "SRC", "audio_format": "wav"} (keys: id, '
+                            "the source options and the recording's own options, their "
+                            "long names with _)")
     batch.add_argument("--out", required=True, type=Path, metavar="ROOT",
                        help="root directory: each recording goes to ROOT/<id>/ (required)")
     batch.add_argument("--scheduler", metavar="ADDRESS",
@@ -290,7 +324,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                                 connect_timeout=args.connect_timeout,
                                 read_timeout=args.read_timeout)
     extra = {"jobs": args.jobs} if args.jobs else {}
-    render = RenderSettings(audio_format=args.audio_format, video_strategy=args.video_strategy)
+    render = RenderSettings(audio_format=args.audio_format, video_strategy=args.video_strategy,
+                            crf=args.crf, x264_preset=args.preset, max_height=args.max_height)
     try:
         deliverables = DeliverableOptions(
             captions=args.captions, timeline=args.timeline, mix=args.mix,
@@ -298,7 +333,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     except ValueError as exc:
         raise UsageError(f"--loudness: {exc}") from None
     return RunOptions(duration=args.duration, render=render, fps=args.fps, download=download,
-                      deliverables=deliverables, **extra)
+                      deliverables=deliverables, participants=tuple(args.selected_participants),
+                      kinds=args.kinds, force=args.force, keep_parts=args.keep_parts, **extra)
 
 
 def _display(args: argparse.Namespace, console: Console) -> Progress | None:
@@ -379,6 +415,9 @@ def _summarise(args: argparse.Namespace, outcome: RunOutcome | DownloadOutcome) 
     for output in outcome.report["outputs"]:
         print(f"{output['kind']:6} {args.out / output['path']}" if "error" not in output
               else f"failed {output['path']}: {output['error']}")
+    if outcome.kept:
+        print(f"{len(outcome.kept)} file(s) kept: made from the same inputs by an earlier run "
+              "(--force makes them again)")
     for line in _failure_lines(outcome.report["failures"]):
         print(f"failed {line}")
     if outcome.report["warnings"]:

@@ -49,10 +49,10 @@ from .manifest import (
     load_documents,
 )
 from .media import FfmpegSlots, MediaInfo, stop_all
-from .naming import part_filenames
-from .plan import DEFAULT_FPS, Plan, TrackPlan, make_plan
+from .plan import DEFAULT_FPS, KINDS, Kind, Plan, TrackPlan, make_plan
 from .render import RenderedTrack, RenderSettings, render_track
 from .report import FailureEntry, Report, build_report, write_json
+from .rerun import PreviousRun, drop_parts, remove_stale, track_inputs
 
 if TYPE_CHECKING:
     from .manifest import AudioPart, FetchDocument, VideoPart
@@ -77,10 +77,14 @@ class RunOptions:
 
     duration: float | None = None
     fps: Fraction = DEFAULT_FPS
+    participants: tuple[int, ...] = ()  # the participant ids to make tracks for; () everyone
+    kinds: tuple[Kind, ...] = KINDS  # the kinds of track to make
     download: DownloadSettings = field(default_factory=DownloadSettings)
     render: RenderSettings = field(default_factory=RenderSettings)
     deliverables: DeliverableOptions = field(default_factory=DeliverableOptions)
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)  # ffmpeg processes at once
+    force: bool = False  # make every file again, even one an earlier run made from the same
+    keep_parts: bool = True  # False: remove parts/ after a complete run
 
     def __post_init__(self) -> None:
         if self.duration is not None and not self.duration > 0:
@@ -89,6 +93,8 @@ class RunOptions:
             raise ValueError("jobs must be >= 1")
         if not self.fps > 0:
             raise ValueError("fps must be > 0")
+        if not self.kinds or not set(self.kinds) <= set(KINDS):
+            raise ValueError(f"kinds must be among {', '.join(KINDS)}")
 
     def fingerprint_fields(self) -> dict[str, object]:
         """Every setting that changes what is written, by dotted name; see `NOT_IN_FINGERPRINT`."""
@@ -103,6 +109,8 @@ NOT_IN_FINGERPRINT = frozenset({
     "jobs",
     "render.max_video_parts",  # pieces are joined without loss: the same track
     "render.max_audio_parts",
+    "force",  # how much is made again, not what
+    "keep_parts",  # parts/ is a cache of the downloads, not an output
 })
 
 
@@ -139,6 +147,7 @@ class RunOutcome:
     report: Report
     download_failures: Mapping[str, AssemblerError]  # parts lost: not fetched, or unreadable
     render_failures: Mapping[str, AssemblerError]  # by track path
+    kept: frozenset[str] = frozenset()  # paths of files kept from the earlier run, not remade
 
     @property
     def exit_status(self) -> int:
@@ -196,10 +205,14 @@ async def plan_recording(sources: Sources, options: RunOptions) -> tuple[Documen
     if options.deliverables.captions and sources.transcript is None:
         raise UsageError("--captions needs --transcript")
     documents = await load_documents(sources, _fetcher(options.download))
-    files = part_filenames((part.id, part.download_url)
-                           for part in (*documents.audio_parts, *documents.video_parts))
+    known = {part.participant.id for part in (*documents.audio_parts, *documents.video_parts)}
+    unknown = sorted(set(options.participants) - known)
+    if unknown:
+        raise UsageError(f"--participant {unknown[0]}: no part of the recording is theirs "
+                         f"(participants with parts: {', '.join(map(str, sorted(known)))})")
     plan = make_plan(documents, duration=options.duration,
-                     audio_format=options.render.audio_format, fps=options.fps, part_files=files)
+                     audio_format=options.render.audio_format, fps=options.fps,
+                     participants=options.participants, kinds=options.kinds)
     return documents, plan
 
 
@@ -260,19 +273,23 @@ def _url_refresher(sources: Sources, documents: Documents, fetch: FetchDocument
 
 async def _fetch_parts(sources: Sources, documents: Documents, plan: Plan, out_dir: Path,
                        options: RunOptions, events: RunEvents | None, arrivals: PartArrivals,
-                       *, only_used: bool) -> None:
-    """Download the parts (all, or only those the plan uses); each is probed as it lands.
+                       *, tracks: Sequence[TrackPlan] | None) -> None:
+    """Download the parts (all, or only those `tracks` use); each is probed as it lands.
 
     When the download fails as a whole (cancelled, `parts/` not writable),
     probing stops and no track waits any longer for a part.
     """
     wanted: list[AudioPart | VideoPart] = [*documents.audio_parts, *documents.video_parts]
-    if only_used:
-        # Parts the plan leaves out (past the timeline end, wholly overlapped) are not fetched.
-        used = {part_id for track in plan.tracks for part_id in track.parts}
+    if tracks is not None:
+        # Parts no track to make uses (past the timeline end, wholly overlapped, of tracks
+        # kept from an earlier run) are not fetched.
+        used = {part_id for track in tracks for part_id in track.parts}
         wanted = [part for part in wanted if part.id in used]
     if events:
         events.parts_planned(plan, [part.id for part in wanted])
+    if not wanted:  # nothing to fetch: not even parts/ is made
+        await arrivals.finish()
+        return
     fetch = _fetcher(options.download)
     try:
         await download_parts(
@@ -297,7 +314,7 @@ async def download_recording(sources: Sources, out_dir: Path, options: RunOption
     prepare_out_dir(out_dir)
     arrivals = PartArrivals(ffmpeg or FfmpegSlots(options.jobs), events)
     await _fetch_parts(sources, documents, plan, out_dir, options, events, arrivals,
-                       only_used=False)
+                       tracks=None)
     return DownloadOutcome(files=arrivals.files, failures=arrivals.lost)
 
 
@@ -306,44 +323,89 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
                         ffmpeg: FfmpegSlots | None = None) -> RunOutcome:
     """Make every track and deliverable of one recording under `out_dir`; write `report.json`.
 
+    A file the previous run in `out_dir` made from the same inputs, and that is
+    unchanged since, is kept (no download, no ffmpeg) unless `options.force`;
+    one it listed that this run does not make is removed (see `rerun.py`).
     `ffmpeg` caps ffmpeg processes (default: `options.jobs` for this run alone).
     Raises `InvalidInputsError` before any media request when a document is
-    invalid, and `OutputDirError` when `out_dir` is a file or cannot be created; every other
+    invalid, `UsageError` for a selection the documents cannot serve, and
+    `OutputDirError` when `out_dir` is a file or cannot be created; every other
     failure is per part, track or deliverable and is listed in the outcome and report.
     """
     ffmpeg = ffmpeg or FfmpegSlots(options.jobs)
     documents, plan = await plan_recording(sources, options)
     prepare_out_dir(out_dir)
+    previous = PreviousRun.read(out_dir, REPORT_NAME, reuse=not options.force)
+    inputs = {track.path: track_inputs(track, documents, plan, options.render)
+              for track in plan.tracks}
+    kept = _kept_tracks(plan, previous, inputs)
+    to_make = [track for track in plan.tracks if track.path not in kept]
     arrivals = PartArrivals(ffmpeg, events)
     # Tracks render as their own parts are in and probed, while other parts download.
     rendering = asyncio.ensure_future(
-        _render_all(plan.tracks, arrivals, out_dir, options.render, events, ffmpeg))
+        _render_all(to_make, arrivals, out_dir, options.render, events, ffmpeg))
     try:
         await _fetch_parts(sources, documents, plan, out_dir, options, events, arrivals,
-                           only_used=True)
+                           tracks=to_make)
     except asyncio.CancelledError:
         rendering.cancel()
         raise
     except BaseException:
         await rendering  # tracks rendering finish; those still waiting give up
         raise
+    if events:  # after `parts_planned`: a kept track counts as written
+        for track in kept.values():
+            events.track_finished(track.track, track)
     rendered, render_failures = await rendering
-    renderable = _renderable(plan, arrivals.lost)
+    renderable = _renderable(to_make, arrivals.lost)
     failures = [*_lost_part_failures(arrivals.lost),
                 *_track_failures(renderable, render_failures)]
-    report = build_report(plan, rendered, failures, out_dir, inputs_fingerprint(sources, options))
+    written = {item.track.path: item for item in (*kept.values(), *rendered)}
+    tracks = [written[track.path] for track in plan.tracks if track.path in written]
+    report = build_report(plan, tracks, failures, out_dir, inputs_fingerprint(sources, options),
+                          track_inputs=inputs, checksums={
+                              path: previous.tracks[path].entry["sha256"] for path in kept})
     report = await make_deliverables(DeliverableContext(
-        out_dir=out_dir, documents=documents, plan=plan, tracks=tuple(rendered),
-        render=options.render, options=options.deliverables, report=report), ffmpeg)
-    _write_report(out_dir, report)
+        out_dir=out_dir, documents=documents, plan=plan, tracks=tuple(tracks),
+        render=options.render, options=options.deliverables, report=report), ffmpeg,
+        previous=previous)
+    remove_stale(previous, report)
+    _write_report(out_dir, report, previous)
+    if report["complete"] and not options.keep_parts:
+        drop_parts(out_dir / PARTS_DIR, plan.part_files)
     return RunOutcome(report=report, download_failures=arrivals.lost,
-                      render_failures=render_failures)
+                      render_failures=render_failures, kept=_kept_paths(report, previous))
 
 
-def _renderable(plan: Plan, lost: Mapping[str, AssemblerError]) -> list[TrackPlan]:
+def _kept_tracks(plan: Plan, previous: PreviousRun, inputs: Mapping[str, str]
+                 ) -> dict[str, RenderedTrack]:
+    """The tracks an earlier run made from the same inputs and left unchanged, by path."""
+    kept = {}
+    for track in plan.tracks:
+        found = previous.kept_track(track, inputs[track.path], plan)
+        if found is not None:
+            log.debug("%s kept: made from the same inputs by an earlier run", track.path)
+            kept[track.path] = found
+    return kept
+
+
+def _kept_paths(report: Report, previous: PreviousRun) -> frozenset[str]:
+    """The files of `report` kept from the earlier run rather than made again."""
+    if previous.raw is None or not previous.reuse:
+        return frozenset()
+    entries: list[Mapping[str, object]] = [
+        *(track for person in report["participants"] for track in person["tracks"]),
+        *report["outputs"]]
+    listed = {**previous.tracks, **previous.outputs}
+    return frozenset(str(entry["path"]) for entry in entries
+                     if entry["path"] in listed and listed[str(entry["path"])].entry == entry)
+
+
+def _renderable(tracks: Sequence[TrackPlan], lost: Mapping[str, AssemblerError]
+                ) -> list[TrackPlan]:
     """The tracks whose every part is in; a track missing one is not written at all."""
     renderable = []
-    for track in plan.tracks:
+    for track in tracks:
         missing = list(dict.fromkeys(part_id for part_id in track.parts if part_id in lost))
         if missing:
             others = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -373,7 +435,10 @@ def _track_failures(tracks: list[TrackPlan], errors: Mapping[str, AssemblerError
     return failures
 
 
-def _write_report(out_dir: Path, report: Report) -> None:
+def _write_report(out_dir: Path, report: Report, previous: PreviousRun) -> None:
+    """Write `report.json`, unless it would say what it says already (a rerun that kept all)."""
+    if previous.raw is not None and json.loads(json.dumps(report)) == previous.raw:
+        return
     try:
         write_json(out_dir / REPORT_NAME, report)
     except OSError as exc:

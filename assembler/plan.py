@@ -13,7 +13,9 @@ Rules:
   part is cut where the later one starts (a warning says so);
 - the timeline runs from 0 to `duration` (default: the latest part end over
   every part of the recording); parts are cut at its end;
-- a participant with no part of a kind gets no track of that kind.
+- a participant with no part of a kind gets no track of that kind;
+- a selection (some participants, some kinds) leaves the other tracks out
+  but not the timeline: a selected track is the same as in a whole run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import TYPE_CHECKING, Literal, get_args
 
-from .naming import participant_dir
+from .naming import part_filenames, participant_dir
 
 if TYPE_CHECKING:
     from .manifest import AudioPart, Documents, Timestamp, VideoPart
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUDIO_RATE",
     "DEFAULT_FPS",
+    "KINDS",
     "Kind",
     "ParticipantPlan",
     "Plan",
@@ -55,6 +58,10 @@ KINDS: tuple[Kind, ...] = ("audio", "webcam", "screenshare")
 AUDIO_RATE = 48000
 DEFAULT_FPS = Fraction(30)
 AUDIO_FORMATS = ("flac", "wav", "opus", "m4a", "mp3")
+CAPTION_FORMATS = ("vtt", "srt")  # --captions
+TIMELINE_FORMATS = ("otio", "fcp7xml")  # --timeline
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
 VideoStrategy = Literal["auto", "copy", "encode"]
 VIDEO_STRATEGIES: tuple[VideoStrategy, ...] = get_args(VideoStrategy)
 
@@ -285,18 +292,30 @@ def make_plan(
     duration: float | None = None,
     audio_format: str = "flac",
     fps: Fraction = DEFAULT_FPS,
-    part_files: dict[str, str] | None = None,
+    participants: Iterable[int] = (),
+    kinds: Iterable[Kind] = KINDS,
 ) -> Plan:
-    """The plan for one recording: a track per participant and kind that has parts."""
+    """The plan for one recording: a track per participant and kind that has parts.
+
+    `duration` is in seconds (default: the latest part end), `fps` in frames
+    per second. `participants` (ids; empty: everyone) and `kinds` select which
+    tracks are planned; the timeline is the whole recording's either way.
+    `Plan.part_files` names every part's file under `parts/`. Raises
+    `ValueError` for an unknown audio format or kind.
+    """
     if audio_format not in AUDIO_FORMATS:
         raise ValueError(f"audio format must be one of {', '.join(AUDIO_FORMATS)}")
+    selected_kinds = set(kinds)
+    if not selected_kinds <= set(KINDS):
+        raise ValueError(f"kinds must be among {', '.join(KINDS)}")
+    selected = set(participants)
     slots_by_track: dict[tuple[int, Kind], list[Slot]] = {}
     names: dict[int, str | None] = {person.id: person.name for person in documents.participants}
-    kinds: list[tuple[AudioPart | VideoPart, Kind]] = [
+    kinds_of_parts: list[tuple[AudioPart | VideoPart, Kind]] = [
         *((part, "audio") for part in documents.audio_parts),
         *((part, part.type) for part in documents.video_parts)]
     warnings: list[PlanWarning] = []
-    for part, kind in kinds:
+    for part, kind in kinds_of_parts:
         start = seconds(part.start)
         slot = Slot(part_id=part.id, start=start, end=start + seconds(part.duration))
         if start < 0:
@@ -310,10 +329,12 @@ def make_plan(
     wall_start = recording_start(documents)
     people: list[ParticipantPlan] = []
     for participant_id in sorted({key[0] for key in slots_by_track}):
+        if selected and participant_id not in selected:
+            continue
         directory = participant_dir(participant_id, names.get(participant_id))
         tracks = []
         for kind in KINDS:
-            if (participant_id, kind) not in slots_by_track:
+            if kind not in selected_kinds or (participant_id, kind) not in slots_by_track:
                 continue
             slots, cut = resolve_overlaps(slots_by_track[participant_id, kind], timeline)
             warnings.extend(cut)
@@ -332,8 +353,9 @@ def make_plan(
             continue
         people.append(ParticipantPlan(id=participant_id, name=names.get(participant_id),
                                       dir=directory, tracks=tuple(tracks)))
+    files = part_filenames((part.id, part.download_url) for part, _ in kinds_of_parts)
     return Plan(duration=timeline, participants=tuple(people), warnings=tuple(warnings),
-                part_files=dict(part_files or {}), start=wall_start)
+                part_files=files, start=wall_start)
 
 
 def _before_start(slot: Slot) -> PlanWarning:

@@ -29,9 +29,18 @@ from ._publish import clear_leftovers, temporary_name
 from ._stamp import bwf_args, description, timecode_args, track_timecode, with_output_args
 from .errors import CopyNotPossibleError, MediaError, RenderError
 from .media import FfmpegSlots, MediaInfo, Progress, ffmpeg_binary, file_arg, run_ffmpeg
-from .plan import AUDIO_FORMATS, AUDIO_RATE, VIDEO_STRATEGIES, TrackPlan, VideoStrategy, split
+from .plan import (
+    AUDIO_FORMATS,
+    AUDIO_RATE,
+    VIDEO_STRATEGIES,
+    X264_PRESETS,
+    TrackPlan,
+    VideoStrategy,
+    split,
+)
 
-__all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track", "video_encode_argv"]
+__all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track",
+           "video_encode_argv"]
 
 Strategy = Literal["encode", "copy"]
 
@@ -56,12 +65,19 @@ FORMAT_LAYOUTS = {"opus": {3: "3.0"}}
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RenderSettings:
-    """How tracks are encoded; raises `ValueError` for an unknown format or strategy."""
+    """How tracks are written: audio format, video strategy and H.264 quality.
+
+    `crf` is x264's constant rate factor (0-51, lower is better, 18-23 is
+    usual); `x264_preset` trades encode speed for size; `max_height` (pixels,
+    None: no limit) scales encoded video down to at most that height, keeping
+    its shape. Raises `ValueError` for a value outside these.
+    """
 
     audio_format: str = "flac"
     video_strategy: VideoStrategy = "auto"
     x264_preset: str = "veryfast"
     crf: int = 20
+    max_height: int | None = None
     # Parts one ffmpeg process decodes at most; a track with more is rendered in pieces
     # and joined. A video decoder holds frames (scripts/bench_long.py: 100 parts at once
     # peaked at 322 MB, pieces of 32 at 129 MB, and ran faster); an audio one holds
@@ -76,6 +92,12 @@ class RenderSettings:
             raise ValueError("video strategy must be auto, copy or encode")
         if min(self.max_video_parts, self.max_audio_parts) < 1:
             raise ValueError("max_video_parts and max_audio_parts must be >= 1")
+        if not 0 <= self.crf <= 51:
+            raise ValueError("crf must be between 0 and 51")
+        if self.x264_preset not in X264_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}")
+        if self.max_height is not None and self.max_height < 2:
+            raise ValueError("max height must be >= 2 pixels")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,14 +233,18 @@ def _file_args(track: TrackPlan, audio_format: str) -> list[str]:
                     track.recording_start)
 
 
-def video_size(probes: Mapping[str, MediaInfo]) -> tuple[int, int]:
+def video_size(probes: Mapping[str, MediaInfo], max_height: int | None = None
+               ) -> tuple[int, int]:
     """The largest part's size as shown (by area), rounded up to even numbers for yuv420p.
 
     As shown: a portrait phone's part is portrait, non-square pixels are made square.
+    Taller than `max_height`, it is scaled down to that height, its shape kept.
     """
     sizes = [info.video.display_size for info in probes.values() if info.video]
     # Parts that are all header-only show no size: their black is the usual webcam size.
     width, height = max(sizes or [EMPTY_TRACK_SIZE], key=lambda size: size[0] * size[1])
+    if max_height is not None and height > max_height:
+        width, height = max(1, round(width * max_height / height)), max_height
     return width + width % 2, height + height % 2
 
 
@@ -425,7 +451,8 @@ def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str,
     if track.kind == "audio":
         _encode_audio(track, parts, probes, output, settings, progress)
         return RenderedTrack(track=track, path=output, strategy="encode")
-    reason = _copy_refusal(track, probes) if settings.video_strategy != "encode" else None
+    reason = (_copy_refusal(track, probes, settings.max_height)
+              if settings.video_strategy != "encode" else None)
     if reason is not None and settings.video_strategy == "copy":
         raise CopyNotPossibleError(f"cannot copy {track.path}: {reason}")
     if reason is None and settings.video_strategy != "encode":
@@ -446,7 +473,8 @@ def _render_to(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str,
     return RenderedTrack(track=track, path=output, strategy="encode", reason=reason)
 
 
-def _copy_refusal(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> str | None:
+def _copy_refusal(track: TrackPlan, probes: Mapping[str, MediaInfo],
+                  max_height: int | None) -> str | None:
     """Why the track's parts need encoding whatever they hold, or None."""
     for segment in track.segments:
         if segment.part_id is None:
@@ -455,6 +483,11 @@ def _copy_refusal(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> str | No
             return f"part {segment.part_id} has no frames: its slot is black"
         if segment.offset:
             return f"part {segment.part_id} starts before the recording: cut at 0"
+    # Copy keeps the parts' frames as they are: it cannot scale them down.
+    tallest = max((info.video.display_size[1] for info in probes.values() if info.video),
+                  default=0)
+    if max_height is not None and tallest > max_height:
+        return f"parts are {tallest} px high, over --max-height {max_height}: copy cannot scale"
     return None
 
 
@@ -474,7 +507,7 @@ def _encode_audio(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[s
 
 def _encode_video(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
                   output: Path, settings: RenderSettings, progress: Progress | None) -> None:
-    size = video_size(probes)
+    size = video_size(probes, settings.max_height)
 
     def argv(piece: TrackPlan, path: Path) -> list[str]:
         return video_encode_argv(piece, parts, probes, size, path,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from .plan import Plan
     from .render import RenderedTrack
@@ -42,6 +42,7 @@ class TrackEntry(TypedDict):
     # Every span of silence (audio) or black (video), seconds: `gaps`, and what pads
     # media shorter than its slot.
     blank: list[list[float]]
+    inputs: NotRequired[str]  # digest of what the file depends on: a rerun keeps it when equal
 
 
 class ParticipantEntry(TypedDict):
@@ -75,6 +76,7 @@ class OutputEntry(TypedDict):
     sha256: NotRequired[str]
     error: NotRequired[str]
     participant: NotRequired[int]  # whose file it is, for per-participant deliverables
+    inputs: NotRequired[str]  # digest of what the file depends on: a rerun keeps it when equal
 
 
 class Timeline(TypedDict):
@@ -111,7 +113,8 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
     return digest.hexdigest()
 
 
-def _track_entry(rendered: RenderedTrack, out_dir: Path) -> TrackEntry:
+def _track_entry(rendered: RenderedTrack, out_dir: Path, inputs: str | None,
+                 sha256: str | None) -> TrackEntry:
     track = rendered.track
     entry: TrackEntry = {
         "kind": track.kind,
@@ -120,19 +123,26 @@ def _track_entry(rendered: RenderedTrack, out_dir: Path) -> TrackEntry:
         "strategy": rendered.strategy,
         "parts": list(dict.fromkeys(track.parts)),
         "gaps": [[track.seconds(gap.start), track.seconds(gap.end)] for gap in track.gaps],
-        "sha256": sha256_file(out_dir / track.path),
+        "sha256": sha256 or sha256_file(out_dir / track.path),
         "rate": str(track.rate),
         "units": track.length,
         "blank": [list(span) for span in rendered.blank],
     }
     if rendered.reason:
         entry["reason"] = rendered.reason
+    if inputs:
+        entry["inputs"] = inputs
     return entry
 
 
 def build_report(plan: Plan, rendered: list[RenderedTrack], failures: list[FailureEntry],
-                 out_dir: Path, inputs: str) -> Report:
-    """The report of a run: every written track, in plan order, with its checksum."""
+                 out_dir: Path, inputs: str, *, track_inputs: Mapping[str, str] | None = None,
+                 checksums: Mapping[str, str] | None = None) -> Report:
+    """The report of a run: every written track, in plan order, with its checksum.
+
+    `track_inputs` gives each track's `inputs` digest by path; `checksums` the
+    sha256 already known (of tracks kept from an earlier run), read otherwise.
+    """
     by_path = {item.track.path: item for item in rendered}
     warnings: list[WarningEntry] = [{"part": w.part_id, "message": w.message}
                                     for w in plan.warnings]
@@ -140,7 +150,9 @@ def build_report(plan: Plan, rendered: list[RenderedTrack], failures: list[Failu
         warnings.extend({"part": part, "message": message} for part, message in item.warnings)
     participants: list[ParticipantEntry] = []
     for person in plan.participants:
-        tracks = [_track_entry(by_path[track.path], out_dir)
+        tracks = [_track_entry(by_path[track.path], out_dir,
+                               (track_inputs or {}).get(track.path),
+                               (checksums or {}).get(track.path))
                   for track in person.tracks if track.path in by_path]
         participants.append({"id": person.id, "name": person.name, "dir": person.dir,
                              "tracks": tracks})

@@ -9,6 +9,11 @@ rejoin webcam has another resolution and her first webcam runs 0.5 s short of
 its slot; Marcus's audio is 44.1 kHz stereo MP3 running 0.4 s past its slot and
 his webcam is VP8 WebM; the dial-in caller has no name and 16 kHz mono WAV.
 URLs point at http://127.0.0.1:8787 (scripts/demo rewrites host and port).
+
+Every video part shows the recording's time, burned in from its own start
+(HH:MM:SS.mmm): in the tracks, every participant's clock reads the same at the
+same moment when they are in sync. Needs an ffmpeg with drawtext (the
+imageio-ffmpeg wheel's has it) and a font fontconfig can find.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ BASE_URL = "http://127.0.0.1:8787"
 # Small enough to commit: low resolution and frame rate, low audio bitrates.
 SIZE = (320, 180)
 FPS = 15
+VIDEO_BITRATE = "24k"  # the burned-in clock changes every frame: cap what it costs
 
 
 def build(root: Path) -> Manifests:
@@ -41,16 +47,17 @@ def build(root: Path) -> Manifests:
 
     rec.audio_part(zoe, None, 0.0, 11.874, freq=330.0, bitrate="24k")
     rec.video_part(zoe, None, 0.0, 11.874, media_seconds=11.374, colour=(200, 60, 60),
-                   size=SIZE, fps=FPS)
+                   size=SIZE, fps=FPS, clock=True, bitrate=VIDEO_BITRATE)
     rec.audio_part(zoe, None, 17.263, 12.737, freq=330.0, bitrate="24k")
-    rec.video_part(zoe, None, 17.263, 12.737, colour=(220, 140, 40), size=(256, 144), fps=FPS)
+    rec.video_part(zoe, None, 17.263, 12.737, colour=(220, 140, 40), size=(256, 144), fps=FPS,
+                   clock=True, bitrate=VIDEO_BITRATE)
 
     rec.audio_part(marcus, None, 1.216, 15.5, media_seconds=15.9, freq=550.0, rate=44100,
                    channels=2, ext=".mp3", bitrate="32k")
-    rec.video_part(marcus, None, 1.216, 28.784, colour=(60, 170, 80), size=SIZE, fps=FPS,
-                   ext=".webm")
+    rec.video_part(marcus, None, 1.216, 28.784, colour=(60, 170, 80), size=SIZE, ext=".webm",
+                   fps=FPS, clock=True, bitrate=VIDEO_BITRATE)
     rec.video_part(marcus, None, 8.05, 13.9, kind="screenshare", colour=(50, 80, 200),
-                   size=SIZE, fps=FPS)
+                   size=SIZE, fps=FPS, clock=True, bitrate=VIDEO_BITRATE)
     rec.chat(marcus, 8.4, "Sharing my screen now, can everyone see it?")
 
     rec.audio_part(caller, None, 21.5, 2.5, freq=770.0, rate=16000, ext=".wav")

@@ -152,7 +152,17 @@ BAD_LINES = [
     *((f'{{"id": "{unsafe}", "audio_parts": "a.json"}}', "not a safe directory name")
       for unsafe in ("../x", "a/b", "", ".", "-rf", "batch.json")),
     ('{"id": "no-parts", "speaker_timeline": "t.json"}', "give video parts, audio parts"),
-    ('{"id": "typo", "audio_part": "a.json"}', "unknown key 'audio_part'"),
+    ('{"id": "typo", "audio_part": "a.json"}', "column 16: unknown key 'audio_part'"),
+    ('{"id": "fmt", "audio_parts": "a.json", "audio_format": "ogg"}',
+     "column 40: audio_format: 'ogg' is not one of flac, wav, opus, m4a, mp3"),
+    ('{"id": "crf", "audio_parts": "a.json", "crf": 99}',
+     "column 40: crf must be between 0 and 51"),
+    ('{"id": "dur", "audio_parts": "a.json", "duration": "10"}',
+     "column 40: duration must be a number, not a string"),
+    ('{"id": "mix", "audio_parts": "a.json", "mix": 1}',
+     "column 40: mix must be true or false, not int"),
+    ('{"id": "opt-ok", "audio_parts": "a.json", "fps": "30000/1001", "kinds": "audio",'
+     ' "captions": ["vtt"], "participant": [3, 4], "max_height": 720}', ""),
     ('{"id": "null-src", "audio_parts": null}', "audio_parts must be a local path"),
 ]
 
@@ -235,3 +245,26 @@ def test_a_changed_local_manifest_makes_the_recording_again(tmp_path: Path) -> N
     assert inputs_fingerprint(renewed, RunOptions()) == before  # a fresh signature is the same
     audio.write_text('[{"id": "added"}]')
     assert inputs_fingerprint(sources, RunOptions()) != before
+
+
+def test_a_jobs_line_sets_its_own_options_over_the_batchs(
+        served: tuple[MediaServer, dict[str, Manifests]], tmp_path: Path) -> None:
+    server, made = served
+    first, second = GOOD[:2]
+    own = {"audio_format": "wav", "duration": 1.0, "kinds": "audio"}
+    jobs = server.root / "own-options.jsonl"
+    jobs.write_text(job_line(server, first, made[first])
+                    + json.dumps({**json.loads(job_line(server, second, made[second])), **own})
+                    + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    done = run_batch(jobs, out)
+    assert done.returncode == 0, done.stderr
+    assert_tracks(out / first, made[first])  # the batch's options: FLAC, every kind
+    report = json.loads((out / second / "report.json").read_text(encoding="utf-8"))
+    paths = {track["path"] for person in report["participants"] for track in person["tracks"]}
+    assert paths == {"participants/1-ada/audio.wav", "participants/2-bob/audio.wav"}
+    for path in paths:
+        assert media_info(out / second / path).samples == RATE
+    again = run_batch(jobs, out)
+    assert again.returncode == 0, again.stderr
+    assert {row["status"] for row in rows(out).values()} == {"skipped"}

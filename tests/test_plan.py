@@ -205,3 +205,23 @@ def test_a_timeline_shorter_than_a_frame_leaves_video_out_with_a_warning() -> No
     assert [(track.kind, track.length) for track in plan.tracks] == [("audio", 5)]
     assert ("cam", "its 0.0001 s in the timeline are less than one frame at 30 per second; "
                    "left out") in [(w.part_id, w.message) for w in plan.warnings]
+
+
+def test_a_plan_made_alone_names_every_parts_file() -> None:
+    plan = make_plan(documents(audio=[part("a/1", 1, 0, 2)],
+                               video=[part("v 2", 2, 1, 2, kind="webcam")]))
+    assert plan.part_files == {"a/1": "a-1.mp4", "v 2": "v-2.mp4"}
+
+
+def test_a_selection_leaves_other_tracks_out_but_keeps_the_timeline() -> None:
+    docs = documents(audio=[part("a1", 1, 0, 2), part("a2", 2, 0, 9)],
+                     video=[part("v1", 1, 1, 2, kind="webcam"),
+                            part("s1", 1, 1, 2, kind="screenshare")])
+    whole = make_plan(docs)
+    chosen = make_plan(docs, participants=[1], kinds=["audio", "webcam"])
+    assert [(track.participant_id, track.kind) for track in chosen.tracks] == [
+        (1, "audio"), (1, "webcam")]
+    assert chosen.duration == whole.duration == 9
+    assert chosen.tracks == whole.tracks[:2]  # the same tracks as in the whole plan
+    with pytest.raises(ValueError, match="kinds must be among"):
+        make_plan(docs, kinds=["slides"])  # type: ignore[list-item]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from .._publish import publishing
 from ..errors import AssemblerError
 from ..report import OutputEntry, OutputKind, WarningEntry, sha256_file, with_outputs
+from ..rerun import output_inputs, outputs_base
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from ..plan import Plan
     from ..render import RenderedTrack, RenderSettings
     from ..report import Report
+    from ..rerun import PreviousRun
 
 __all__ = ["REGISTRY", "Deliverable", "DeliverableContext", "DeliverableOptions", "Output",
            "make_deliverables"]
@@ -131,13 +133,14 @@ def _entry(output: Output) -> OutputEntry:
 
 
 def _write_one(deliverable: Deliverable, context: DeliverableContext, output: Output,
-               made: _Made) -> None:
+               made: _Made, inputs: str) -> None:
     entry = _entry(output)
     path = context.out_dir / output.path
     try:
         with publishing(path) as target:
             warnings = deliverable.write(context, output, target)
         entry["sha256"] = sha256_file(path)
+        entry["inputs"] = inputs
     except AssemblerError as error:
         entry["error"] = _one_line(error)
         log.error("%s not written: %s", output.path, entry["error"])
@@ -156,19 +159,29 @@ def _one_line(error: BaseException) -> str:
 
 
 async def make_deliverables(context: DeliverableContext, ffmpeg: FfmpegSlots,
-                            registry: Sequence[Deliverable] = REGISTRY) -> Report:
+                            registry: Sequence[Deliverable] = REGISTRY, *,
+                            previous: PreviousRun | None = None) -> Report:
     """Make every deliverable `context.options` asks for; return the report with `outputs`.
 
     Each file is written in a worker thread holding one of `ffmpeg`'s slots.
+    A file `previous` (the run before, in the same directory) made from the
+    same inputs, and still as it was, is kept instead (see `rerun.py`).
     Failures never raise: they are `outputs` entries with `error`, and the
     returned report is then not `complete`.
     """
     made = _Made()
+    base = outputs_base(context)
     for deliverable in registry:
         if not deliverable.wanted(context.options):
             continue
         now = replace(context, made=tuple(made.entries),
                       report=with_outputs(context.report, list(made.entries), made.warnings))
         for output in deliverable.outputs(now):
-            await ffmpeg.call(_write_one, deliverable, now, output, made)
+            inputs = output_inputs(base, output, made.entries)
+            kept = previous.kept_output(output.path, inputs) if previous else None
+            if kept:
+                made.entries.append(kept[0])
+                made.warnings.extend(kept[1])
+            else:
+                await ffmpeg.call(_write_one, deliverable, now, output, made, inputs)
     return with_outputs(context.report, made.entries, made.warnings)

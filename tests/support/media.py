@@ -152,24 +152,33 @@ def _vfr_select(frames: int) -> str:
 def make_colour_video(path: Path, *, seconds: float, colour: Colour, fps: int = 30,
                       size: tuple[int, int] = (320, 240), codec: str | None = None,
                       gop: int | None = None, vfr: bool = False,
-                      with_tone: float | None = None) -> Path:
+                      with_tone: float | None = None, clock: float | None = None,
+                      bitrate: str | None = None) -> Path:
     """Write `seconds` of a solid `colour` to `path` (.mp4: h264; .webm: vp8 or vp9).
 
     `gop` sets the keyframe interval; `vfr` drops frames irregularly and keeps
     the gaps (a genuinely variable frame rate); `with_tone` adds a sine of that
-    frequency as an audio track (AAC in MP4, Opus in WebM).
+    frequency as an audio track (AAC in MP4, Opus in WebM). `clock` burns in
+    each frame's time plus `clock` seconds (HH:MM:SS.mmm): the part's start on
+    the timeline makes it the recording's time (needs ffmpeg's drawtext).
+    `bitrate` caps the video bitrate (e.g. "40k").
     """
     chosen = _video_codec(path, codec)
     frames = round(seconds * fps)
     red, green, blue = rgb(colour)
     chain = f"color=c=0x{red:02x}{green:02x}{blue:02x}:s={size[0]}x{size[1]}:r={fps}"
     chain += f",trim=end_frame={frames}" + (f",{_vfr_select(frames)}" if vfr else "")
+    if clock is not None:
+        chain += (f",drawtext=text='%{{pts\\:hms\\:{clock}}}':fontsize={size[1] // 6}"
+                  ":fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=4"
+                  ":x=(w-text_w)/2:y=(h-text_h)/2")
     args = ["-y", "-f", "lavfi", "-i", chain]
     if with_tone is not None:
         audio_codec = ["-c:a", "aac"] if path.suffix.lower() == ".mp4" else ["-c:a", "libopus"]
         args += ["-f", "lavfi", "-i", _tone_source(seconds, with_tone, 48000, 1, 0.5),
                  *audio_codec]
     args += _VIDEO_CODECS[chosen] + (["-g", str(gop)] if gop else [])
+    args += ["-b:v", bitrate, "-maxrate", bitrate, "-bufsize", bitrate] if bitrate else []
     # mp4 would otherwise duplicate frames back to a constant rate.
     args += ["-fps_mode", "vfr" if vfr else "cfr", *_BITEXACT, file_arg(path)]
     ffmpeg(args)

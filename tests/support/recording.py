@@ -174,12 +174,17 @@ class RecordingBuilder:
                    *, kind: VideoKind = "webcam", media_seconds: float | None = None,
                    colour: Colour = "red", size: tuple[int, int] = (320, 240), fps: int = 30,
                    codec: str | None = None, ext: str = ".mp4", vfr: bool = False,
-                   gop: int | None = None) -> Segment:
-        """Add a webcam or screenshare part: `colour` lasting `media_seconds` (default: slot)."""
+                   gop: int | None = None, clock: bool = False,
+                   bitrate: str | None = None) -> Segment:
+        """Add a webcam or screenshare part: `colour` lasting `media_seconds` (default: slot).
+
+        `clock` burns the recording's time into every frame, from the part's start;
+        `bitrate` caps the video's.
+        """
         seconds = duration if media_seconds is None else media_seconds
         part_id, path = self._new_part(participant_id, name, kind, ext)
         make_colour_video(path, seconds=seconds, colour=colour, fps=fps, size=size, codec=codec,
-                          gop=gop, vfr=vfr)
+                          gop=gop, vfr=vfr, clock=start if clock else None, bitrate=bitrate)
         return self._add(participant_id, kind, part_id, path, start, duration, seconds,
                          rgb(colour))
 
