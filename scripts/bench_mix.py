@@ -119,9 +119,12 @@ def child_floor(folder: Path, paths: list[Path]) -> None:
     print(json.dumps({"seconds": time.monotonic() - started, **_peaks()}))
 
 
-def _peaks() -> dict[str, int]:
-    return {"ffmpeg_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024,
-            "python_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+def _peaks() -> dict[str, float]:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"ffmpeg_mb": children.ru_maxrss // 1024,
+            "python_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+            # CPU seconds of every ffmpeg: less swayed than the clock by other load.
+            "ffmpeg_cpu": children.ru_utime + children.ru_stime}
 
 
 def measure(args: argparse.Namespace, child: str) -> dict[str, object]:
@@ -169,13 +172,15 @@ def main() -> None:
     ratio = float(mix["seconds"]) / float(floor["seconds"])  # type: ignore[arg-type]
     print(f"4 tracks x {args.hours:g} h (2 mono, 2 stereo, FLAC), best of 3; "
           f"loadavg {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print("                                seconds  ffmpeg peak MB  python peak MB")
-    print(f"--mix (both passes, encode, sha) {mix['seconds']:7.1f}  {mix['ffmpeg_mb']:14}"
-          f"  {mix['python_mb']:14}")
-    print(f"floor: one ffmpeg summing        {floor['seconds']:7.1f}  {floor['ffmpeg_mb']:14}"
-          f"  {floor['python_mb']:14}")
-    print(f"ratio {ratio:.2f}x; all mix runs {[round(float(r['seconds']), 1) for r in mixes]}"  # type: ignore[arg-type]
-          f", floor runs {[round(float(r['seconds']), 1) for r in floors]}")  # type: ignore[arg-type]
+    print("                                seconds  ffmpeg CPU s  ffmpeg peak MB  python peak MB")
+    for label, run in (("--mix (both passes, encode, sha)", mix),
+                       ("floor: one ffmpeg summing       ", floor)):
+        print(f"{label} {run['seconds']:7.1f}  {run['ffmpeg_cpu']:12.1f}  {run['ffmpeg_mb']:14}"
+              f"  {run['python_mb']:14}")
+    cpu = float(mix["ffmpeg_cpu"]) / float(floor["ffmpeg_cpu"])  # type: ignore[arg-type]
+    runs = {name: [round(float(run["seconds"]), 1) for run in group]  # type: ignore[arg-type]
+            for name, group in (("mix", mixes), ("floor", floors))}
+    print(f"ratio {ratio:.2f}x by the clock, {cpu:.2f}x in CPU; runs {runs}")
     print(f"mix warnings: {mix['warnings']}")
     print(f"check: {check(folder, args.hours)}")
 
