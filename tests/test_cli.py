@@ -331,7 +331,8 @@ def test_a_rerun_with_every_part_on_disk_says_so(recording: tuple[MediaServer, M
     assert first.returncode == 0, first.stderr
     assert "info: downloaded 3 parts" in first.stderr
     before = sum(server.requests.values())
-    again = assembler("run", "--out", str(tmp_path), *manifests.cli_args())
+    # --force: a plain rerun of a complete run skips everything, parts included.
+    again = assembler("run", "--out", str(tmp_path), *manifests.cli_args(), "--force")
     assert again.returncode == 0, again.stderr
     assert "info: all 3 parts on disk" in again.stderr.splitlines()
     assert sum(server.requests.values()) == before

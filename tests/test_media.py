@@ -67,7 +67,8 @@ def test_without_any_ffmpeg_the_cli_says_how_to_get_one(tmp_path: Path) -> None:
                            str(tmp_path / "out"), "--audio-parts", str(parts)],
                           capture_output=True, text=True, env=environment, check=False)
     assert done.returncode == 1
-    assert done.stderr.startswith("error: no working ffmpeg found: install ffmpeg on PATH")
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert error.startswith("error: no working ffmpeg found: install ffmpeg on PATH")
     assert "Traceback" not in done.stderr
 
 
