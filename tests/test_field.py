@@ -251,7 +251,8 @@ def test_a_stream_that_starts_late_in_its_container_is_measured_and_placed(
 def test_a_longer_part_is_reported_with_its_own_length(tmp_path: Path) -> None:
     part = make_part(tmp_path / "late.mka", bursts([(0.2, 2.8)], 3.0), "-c:a", "libopus",
                      "-output_ts_offset", "1.5")
-    _, warnings = render_audio(tmp_path, {"mic": part}, audio_track([("mic", 0.0, 2.0)], 2.0))
+    # The slot ends before the timeline does: the slot, not the timeline end, cuts it.
+    _, warnings = render_audio(tmp_path, {"mic": part}, audio_track([("mic", 0.0, 2.0)], 3.0))
     assert [part_id for part_id, _ in warnings] == ["mic"]
     words = warnings[0][1].split()
     assert abs(float(words[2]) - 3.0) <= TOLERANCE  # Matroska counts in milliseconds
