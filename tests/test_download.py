@@ -388,12 +388,13 @@ async def stall_once(request: web.Request) -> web.StreamResponse:
         return await _serve(request)
     resp = await _begin(request, HALF)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(request.app[SEEN].release.wait(), 5)
+        await asyncio.wait_for(request.app[SEEN].release.wait(), 60)
     return resp
 
 
 async def _wait_for_half(partial: Path) -> None:
-    for _ in range(500):
+    # A guard against a hang, not a timing: a child's start-up alone took 5 s at load 20.
+    for _ in range(6000):
         if partial.exists() and partial.stat().st_size == HALF:
             return
         await asyncio.sleep(0.01)
