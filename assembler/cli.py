@@ -508,7 +508,7 @@ def _print_recording(args: argparse.Namespace, check: RecordingCheck, console: C
 def _print_batch(batch: BatchCheck) -> int:
     for entry in batch.recordings:  # one line per recording
         if entry.check is None:
-            state = "not made (failed in batch.json)" if entry.failed_in_batch else "differs"
+            state = f"not made ({entry.not_made} in batch.json)" if entry.not_made else "differs"
             print(f"{entry.id}: {state}: {entry.problem}")
         elif entry.check.ok:
             print(f"{entry.id}: ok, {entry.check.checked} files match")

@@ -74,10 +74,13 @@ def _http_url(value: str) -> str:
     return value
 
 
-Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# No meeting lasts a week: a larger time is a broken document (1e308 s would plan
+# 3e312 samples and fail only in ffmpeg, after every download).
+MAX_SECONDS = 7 * 24 * 3600
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 # A time on the recording's clock: the API documents speaker turns, events, words and
 # parts before the recording start with negative times. Outputs clip them at 0.
-RecordingTime = Annotated[float, Field(allow_inf_nan=False)]
+RecordingTime = Annotated[float, Field(ge=-MAX_SECONDS, le=MAX_SECONDS, allow_inf_nan=False)]
 IsoDateTime = Annotated[str | None, AfterValidator(_iso8601)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
@@ -174,6 +177,7 @@ _T = TypeVar("_T")
 _MESSAGES = {
     "missing": "required",
     "greater_than_equal": "must be >= {ge}",
+    "less_than_equal": "must be <= {le} (a week)",
     "greater_than": "must be > {gt}",
     "finite_number": "must be a finite number",
     "literal_error": "must be one of {expected}",

@@ -213,6 +213,14 @@ async def plan_recording(sources: Sources, options: RunOptions) -> tuple[Documen
     plan = make_plan(documents, duration=options.duration,
                      audio_format=options.render.audio_format, fps=options.fps,
                      participants=options.participants, kinds=options.kinds)
+    if not plan.tracks:
+        # Every slot is empty (duration 0), under one unit, past --duration, or of a kind
+        # --kinds leaves out: a run would write an empty report and claim success.
+        why = "; ".join(f"part {warning.part_id}: {warning.message}"
+                        for warning in plan.warnings[:3])
+        raise UsageError("nothing to assemble: no track has a part in the timeline"
+                         + (f" ({why})" if why else " (every slot lasts 0 s, or --kinds and "
+                                                    "--participant leave none)"))
     return documents, plan
 
 

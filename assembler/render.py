@@ -394,8 +394,11 @@ def blank_spans(track: TrackPlan, probes: Mapping[str, MediaInfo]
     """
     spans: list[list[float]] = []
     tolerance = max(_LENGTH_TOLERANCE, 1 / float(track.rate))
+    # The last frame may be shortened to end at the timeline (29.97 fps: 6.5 s is 194.8
+    # frames): no span runs past the track's exact end.
+    track_end = round(float(track.end), 6)
     for segment in track.segments:
-        start, end = track.seconds(segment.start), track.seconds(segment.end)
+        start, end = track.seconds(segment.start), min(track.seconds(segment.end), track_end)
         if segment.part_id is not None:
             info = probes[segment.part_id]
             media = 0.0 if is_empty(info, track.kind) else _media_length(info, track.kind)

@@ -85,11 +85,11 @@ class BatchEntry:
     id: str
     check: RecordingCheck | None  # None: no readable report
     problem: str | None = None  # why there is no check, one line
-    failed_in_batch: bool = False  # batch.json says failed or invalid: no report is expected
+    not_made: str | None = None  # "failed" or "invalid" in batch.json: no report is expected
 
     @property
     def ok(self) -> bool:
-        return self.check.ok if self.check is not None else self.failed_in_batch
+        return self.check.ok if self.check is not None else self.not_made is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -303,9 +303,18 @@ def verify_batch(root: Path, *, decode: bool = False,
     Raises `ReportError` when `batch.json` cannot be read.
     """
     ledger = _read_json(root / BATCH_NAME, _Ledger)
+    rows = [row for row in ledger.recordings if row.id]
+    # An invalid line made nothing: its id may not even be a name, or may repeat one that
+    # another line made (a duplicate), which is checked once, under that line.
+    made = {row.id for row in rows if row.status != "invalid"}
     entries = []
-    for row, directory in _recording_dirs(root, [row for row in ledger.recordings if row.id]):
+    for row, directory in _recording_dirs(root, rows):
         name = row.id or ""
+        if row.status == "invalid":
+            if name not in made:
+                entries.append(BatchEntry(id=name, check=None, not_made="invalid",
+                                          problem="a bad jobs line"))
+            continue
         if directory is None:
             entries.append(BatchEntry(id=name, check=None,
                                       problem=f"{name!r} is not a directory name"))
@@ -315,7 +324,7 @@ def verify_batch(root: Path, *, decode: bool = False,
                 directory, decode=decode, progress=progress)))
         except ReportError as error:
             entries.append(BatchEntry(id=name, check=None, problem=str(error),
-                                      failed_in_batch=row.status in ("failed", "invalid")))
+                                      not_made="failed" if row.status == "failed" else None))
     return BatchCheck(recordings=tuple(entries))
 
 

@@ -505,3 +505,19 @@ def test_quiet_keeps_only_warnings_and_errors(lossy: tuple[MediaServer, Manifest
     assert done.returncode == 3
     assert done.stdout == ""
     assert {line.split(":")[0] for line in done.stderr.splitlines()} == {"error"}
+
+
+def test_a_run_with_nothing_to_make_is_bad_input(tmp_path: Path) -> None:
+    """Slots of 0 s, or --kinds leaving every part out: exit 2, not an empty 'complete' run."""
+    parts = tmp_path / "video_parts.json"
+    parts.write_text(json.dumps([{
+        "id": "x", "participant": {"id": 1, "name": "A"}, "type": "webcam", "duration": 0,
+        "start_timestamp": {"relative": 0.0, "absolute": None},
+        "download_url": "http://127.0.0.1:9/x.mp4"}]))
+    for extra in ([], ["--kinds", "audio"]):
+        done = assembler("run", "--out", str(tmp_path / "out"), "--video-parts", str(parts),
+                         *extra)
+        assert done.returncode == 2, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("error: nothing to assemble: no track has a part in the timeline")
+    assert not (tmp_path / "out" / "report.json").exists()

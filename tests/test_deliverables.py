@@ -67,6 +67,22 @@ class Broken:
         raise DeliverableError("the encoder gave up\nsecond line")
 
 
+@dataclass
+class Buggy:
+    """Raises what no deliverable should: a bug must cost its file, never the run."""
+
+    kind: OutputKind = "av"
+
+    def wanted(self, options: DeliverableOptions) -> bool:
+        return options.av
+
+    def outputs(self, context: DeliverableContext) -> list[Output]:
+        return [Output(kind=self.kind, format="mp4", path="av.mp4")]
+
+    def write(self, context: DeliverableContext, output: Output, target: Path) -> list[str]:
+        raise ValueError("SMPTE timecode does not support this rate")
+
+
 @pytest.fixture
 def finished_run(tmp_path: Path) -> tuple[Path, Sources, RunOutcome]:
     build = RecordingBuilder(tmp_path / "www")
@@ -144,3 +160,14 @@ def test_every_registered_deliverable_names_a_contract_kind() -> None:
 def test_loudness_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="loudness"):
         DeliverableOptions(loudness=5.0)
+
+
+def test_a_deliverable_that_crashes_is_an_error_entry_and_the_others_are_made(
+        finished_run: tuple[Path, Sources, RunOutcome]) -> None:
+    out, sources, outcome = finished_run
+    context = _context(out, sources, outcome, DeliverableOptions(timeline=("otio",), av=True))
+    report = asyncio.run(make_deliverables(context, FfmpegSlots(1), [Buggy(), TrackList()]))
+    crashed, made = report["outputs"]
+    assert crashed["error"] == "unexpected ValueError: SMPTE timecode does not support this rate"
+    assert not (out / "av.mp4").exists()
+    assert "sha256" in made

@@ -75,6 +75,7 @@ CASES: list[tuple[str, Breakage, str]] = [
     ("missing", _delete(1, "download_url"), "[1].download_url: required"),
     ("missing-start", _delete(0, "start_timestamp"), "[0].start_timestamp: required"),
     ("negative", _set((3, "duration"), -1), "[3].duration: must be >= 0"),
+    ("absurd", _set((3, "duration"), 1e308), "[3].duration: must be <= 604800 (a week)"),
     ("file-url", _set((1, "download_url"), "file:///etc/passwd"),
      "[1].download_url: must be an http(s) URL"),
     ("ftp-url", _set((0, "download_url"), "ftp://host/x.m4a?X-Amz-Signature=zz"),

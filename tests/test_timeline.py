@@ -300,3 +300,25 @@ def test_a_run_whose_tracks_all_failed_gets_no_timeline_but_an_error(tmp_path: P
         ("timeline.otio", "no track was written: a timeline would be empty"),
         ("timeline.xml", "no track was written: a timeline would be empty")]
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("rate", [Fraction(15), Fraction(1, 3), Fraction(25, 2)],
+                         ids=["15fps-webcam", "sparse-screenshare", "12.5fps"])
+def test_a_copied_track_at_a_rate_timecode_cannot_count_in_is_counted_at_30(
+        rate: Fraction) -> None:
+    """OTIO's timecode (and FCP 7 XML) refuse 15 fps: the timeline runs at 30 and spans it."""
+    documents = _documents()
+    plan = _plan(documents)
+    copied = [track.at_rate(rate) if track.kind != "audio" else track for track in plan.tracks]
+    timeline, _ = build_timeline(plan, copied, documents, audio_in_frames=True)
+    assert timeline.global_start_time == otio.opentime.RationalTime(
+        time_of_day(START, Fraction(30)), 30)
+    text = otio.adapters.write_to_string(timeline, adapter_name="fcp_xml")
+    sequence = ElementTree.fromstring(text).find("./project/children/sequence")
+    assert sequence is not None
+    assert sequence.findtext("./timecode/string") == "09:30:15:15"
+    for item in sequence.iter("clipitem"):  # every clip spans the whole 10 s timeline
+        assert (item.findtext("start"), item.findtext("end")) == ("0", "300")
+    otio_text = otio.adapters.write_to_string(timeline, adapter_name="otio_json")
+    back = otio.adapters.read_from_string(otio_text, adapter_name="otio_json")
+    assert {round(clip.duration().to_seconds(), 6) for clip in back.find_clips()} == {10.0}

@@ -247,3 +247,19 @@ def test_a_batch_root_gets_one_line_per_recording(made: Path, tmp_path: Path) ->
     checked = verify_batch(root)
     assert checked.ok
     assert [entry.id for entry in checked.recordings] == ["rec-a", "rec-b", "rec-failed"]
+
+
+def test_invalid_jobs_lines_are_not_made_not_differences(made: Path, tmp_path: Path) -> None:
+    """A bad line (an unsafe id, a duplicate of a made recording) made nothing to check."""
+    root = tmp_path / "root"
+    shutil.copytree(made, root / "good", ignore=shutil.ignore_patterns("parts"))
+    rows: list[dict[str, Any]] = [
+        {"id": "good", "status": "ok", "exit": 0},
+        {"id": "../escape", "status": "invalid", "exit": 2, "error": "line 2: unsafe id"},
+        {"id": "good", "status": "invalid", "exit": 2, "error": "line 3: duplicate id"}]
+    (root / "batch.json").write_text(json.dumps({"version": 1, "recordings": rows}))
+    done = assembler("verify", str(root))
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.splitlines() == [
+        "good: ok, 3 files match",
+        "../escape: not made (invalid in batch.json): a bad jobs line"]

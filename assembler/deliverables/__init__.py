@@ -147,6 +147,9 @@ def _write_one(deliverable: Deliverable, context: DeliverableContext, output: Ou
     except OSError as error:
         entry["error"] = f"cannot write {output.path}: {error.strerror or error}"
         log.error("%s", entry["error"])
+    except Exception as error:  # a bug in one deliverable must cost that file, not the run
+        log.exception("%s not written", output.path)
+        entry["error"] = f"unexpected {type(error).__name__}: {_one_line(error)}"
     else:
         made.warnings.extend({"output": output.path, "message": warning}
                              for warning in warnings)

@@ -59,9 +59,19 @@ def _range(start: int, length: int, rate: Fraction) -> otio.opentime.TimeRange:
     return otio.opentime.TimeRange(_rational(start, rate), _rational(length, rate))
 
 
+# Frame rates SMPTE timecode counts in (OTIO's `to_timecode` and FCP 7 XML refuse others).
+TIMECODE_RATES = frozenset(Fraction(rate) for rate in (
+    Fraction(24000, 1001), 24, 25, Fraction(30000, 1001), 30, 48, 50, Fraction(60000, 1001), 60))
+
+
 def timeline_rate(tracks: Sequence[TrackPlan]) -> Fraction:
-    """The first video track's frame rate; `DEFAULT_FPS` when there is only audio."""
-    return next((track.rate for track in tracks if track.kind != "audio"), DEFAULT_FPS)
+    """The first video track's frame rate where timecode can count in it, else `DEFAULT_FPS`.
+
+    A copied 15 fps webcam or a screenshare with a frame every 3 s keeps its own rate
+    in its file; the timeline then runs at `DEFAULT_FPS` and counts that clip in it.
+    """
+    return next((track.rate for track in tracks if track.kind != "audio"
+                 and track.rate in TIMECODE_RATES), DEFAULT_FPS)
 
 
 def _media_start(plan: Plan, track: TrackPlan, rate: Fraction) -> int:
@@ -73,9 +83,10 @@ def _media_start(plan: Plan, track: TrackPlan, rate: Fraction) -> int:
 
 def _clip(plan: Plan, track: TrackPlan, frame_rate: Fraction, *, audio_in_frames: bool
           ) -> otio.schema.Clip:
-    rate = frame_rate if track.kind == "audio" and audio_in_frames else track.rate
+    in_frames = audio_in_frames if track.kind == "audio" else track.rate not in TIMECODE_RATES
+    rate = frame_rate if in_frames else track.rate
     length = track.length if rate == track.rate \
-        else to_units(Fraction(track.length) / track.rate, rate)
+        else to_units(track.end, rate)  # the exact end, which whole frames may not reach
     available = _range(_media_start(plan, track, rate), length, rate)
     media = {"audio": {"samplecharacteristics": {"samplerate": AUDIO_RATE}}} \
         if track.kind == "audio" else {"video": {}}
