@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from .plan import TrackPlan
 
-__all__ = ["bwf_args", "description", "smpte_timecode", "timecode_args", "track_timecode",
+__all__ = ["bwf_args", "smpte_timecode", "timecode_args", "track_timecode",
            "with_output_args"]
 
 ORIGINATOR = "assembler"
@@ -61,11 +61,6 @@ def timecode_args(track: TrackPlan) -> list[str]:
     fix that but makes every copied packet one frame long, undoing the exact end.
     """
     return ["-timecode", track_timecode(track)]
-
-
-def description(participant_id: int, name: str | None) -> str:
-    """A participant's name as shown, `Participant <id>` when they have none."""
-    return name or f"Participant {participant_id}"
 
 
 def _clip_utf8(text: str, size: int) -> str:

@@ -9,7 +9,8 @@ from collections import Counter
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["PART_SUFFIX", "part_filenames", "participant_dir", "safe_id", "slugify"]
+__all__ = ["PART_SUFFIX", "display_name", "part_filenames", "participant_dir", "safe_id",
+           "slugify"]
 
 SLUG_MAX = 40
 SAFE_ID_MAX = 100
@@ -35,6 +36,15 @@ def slugify(name: str | None) -> str:
         return ""
     slug = re.sub(r"[^a-z0-9]+", "-", _ascii_fold(name).lower()).strip("-")
     return slug[:SLUG_MAX].rstrip("-")
+
+
+def display_name(participant_id: int, name: str | None) -> str:
+    """A participant's name as outputs show it (captions, markers, `bext`, stream titles).
+
+    Whitespace runs (newlines included) become one space; a name that leaves
+    nothing is `Participant <id>`.
+    """
+    return " ".join((name or "").split()) or f"Participant {participant_id}"
 
 
 def participant_dir(participant_id: int, name: str | None) -> str:

@@ -26,9 +26,10 @@ import ffmpeg
 from ._copy import concat_list, copy_argv, copy_track, ending_args
 from ._copy_layout import Entry
 from ._publish import clear_leftovers, temporary_name
-from ._stamp import bwf_args, description, timecode_args, track_timecode, with_output_args
+from ._stamp import bwf_args, timecode_args, track_timecode, with_output_args
 from .errors import CopyNotPossibleError, MediaError, RenderError
 from .media import FfmpegSlots, MediaInfo, Progress, ffmpeg_binary, file_arg, run_ffmpeg
+from .naming import display_name
 from .plan import (
     AUDIO_FORMATS,
     AUDIO_RATE,
@@ -229,7 +230,7 @@ def _file_args(track: TrackPlan, audio_format: str) -> list[str]:
     """What an audio file says about itself: a `wav` is a Broadcast WAV (see `_stamp`)."""
     if audio_format != "wav":
         return []
-    return bwf_args(description(track.participant_id, track.participant_name),
+    return bwf_args(display_name(track.participant_id, track.participant_name),
                     track.recording_start)
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from assembler.naming import part_filenames, participant_dir, slugify
+from assembler.naming import display_name, part_filenames, participant_dir, slugify
 
 
 @pytest.mark.parametrize(("name", "slug"), [
@@ -49,3 +49,11 @@ def test_a_part_id_like_another_parts_hashed_name_does_not_collide() -> None:
                             (hashed, "https://h/3.m4a")])
     assert len({name.lower() for name in names.values()}) == 3
     assert names[hashed] == f"{hashed}.m4a"
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("Ada Lovelace", "Ada Lovelace"), ("  Ada\n Lovelace ", "Ada Lovelace"),
+    (None, "Participant 7"), ("", "Participant 7"), (" \t\n", "Participant 7"),
+], ids=["plain", "whitespace-folded", "null", "empty", "blank"])
+def test_a_name_as_every_output_shows_it(name: str | None, shown: str) -> None:
+    assert display_name(7, name) == shown

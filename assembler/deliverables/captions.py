@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
+from ..naming import display_name
 from ..plan import seconds, to_units
 from . import DeliverableContext, DeliverableOptions, Output
 
@@ -78,11 +79,8 @@ def speaker_name(plan: Plan, participant: int, given: str | None = None) -> str:
     Whitespace runs (newlines included) become one space.
     """
     names = {person.id: person.name for person in plan.participants}
-    for name in (names.get(participant), given):
-        shown = " ".join((name or "").split())
-        if shown:
-            return shown
-    return f"Participant {participant}"
+    name = next((name for name in (names.get(participant), given) if name and name.strip()), None)
+    return display_name(participant, name)
 
 
 def _ms(value: float) -> int:
@@ -154,7 +152,7 @@ def build_cues(words: Sequence[SpokenWord], names: dict[int, str], *, prefix: bo
     for word in words:
         by_speaker.setdefault(word.participant, []).append(word)
     for participant, spoken in by_speaker.items():
-        name = names.get(participant) or f"Participant {participant}"
+        name = names.get(participant) or display_name(participant, None)
         first_width = MAX_CHARS - len(_srt_prefix(name)) if prefix else MAX_CHARS
         cues.extend(_speaker_cues(participant, name, _pieces(spoken, first_width), first_width))
     return sorted(cues, key=lambda cue: (cue.start, cue.end))

@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import ffmpeg
 
-from .._stamp import bwf_args, description, with_output_args
+from .._stamp import bwf_args, with_output_args
 from ..errors import DeliverableError
 from ..media import ffmpeg_binary, ffmpeg_output, file_arg, run_ffmpeg
+from ..naming import display_name
 from ..plan import AUDIO_RATE
 from ..render import AUDIO_CODECS
 from . import Output
@@ -174,7 +175,7 @@ class Mix:
         layout = _layout(paths)
         measured = parse_loudness(run_ffmpeg(measure_argv(paths, layout)))
         mixed = {rendered.track.participant_id for rendered in tracks}
-        names = ", ".join(description(person.id, person.name)
+        names = ", ".join(display_name(person.id, person.name)
                           for person in context.plan.participants if person.id in mixed)
 
         def encode(level: Leveling) -> str:
