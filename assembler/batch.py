@@ -39,6 +39,7 @@ from .errors import (
     AssemblerError,
     JobsFileError,
     StorageError,
+    one_line,
 )
 from .joboptions import OPTION_KEYS, OptionError, with_options
 from .manifest import Sources, is_url
@@ -237,7 +238,7 @@ def plan_jobs(path: Path, options: RunOptions) -> Iterator[dict[str, object]]:
         try:
             _, plan = asyncio.run(plan_recording(item.sources, item.run_options(options)))
         except AssemblerError as exc:
-            yield {"id": item.id, "line": item.line, "error": _one_line(exc)}
+            yield {"id": item.id, "line": item.line, "error": one_line(exc)}
             continue
         yield {"id": item.id, "line": item.line, "plan": plan_as_json(plan)}
 
@@ -256,17 +257,13 @@ def _row(line: int, job_id: str | None, code: int, error: str | None, seconds: f
     return row
 
 
-def _one_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return "; ".join(lines) or type(error).__name__
-
 
 def _failure_summary(outcome: RunOutcome | DownloadOutcome) -> str | None:
     if isinstance(outcome, DownloadOutcome):
-        errors = [_one_line(error) for error in outcome.failures.values()]
+        errors = [one_line(error) for error in outcome.failures.values()]
     else:
-        errors = [_one_line(error) for error in outcome.download_failures.values()]
-        errors += [f"{path}: {_one_line(error)}"
+        errors = [one_line(error) for error in outcome.download_failures.values()]
+        errors += [f"{path}: {one_line(error)}"
                    for path, error in outcome.render_failures.items()]
         errors += [f"{output['path']}: {output['error']}"
                    for output in outcome.report["outputs"] if "error" in output]
@@ -307,9 +304,9 @@ def run_job(job: Job, root: Path, options: RunOptions, *, download_only: bool = 
     try:
         outcome = asyncio.run(_unless_stopped(work, stop))
     except AssemblerError as exc:
-        code, error = exc.exit_status, _one_line(exc)  # as `run` would exit
+        code, error = exc.exit_status, one_line(exc)  # as `run` would exit
     except Exception as exc:  # a bug must cost this recording, not the batch
-        code, error = EXIT_TRACK_FAILED, f"unexpected {type(exc).__name__}: {_one_line(exc)}"
+        code, error = EXIT_TRACK_FAILED, f"unexpected {type(exc).__name__}: {one_line(exc)}"
     else:
         code, error = outcome.exit_status, _failure_summary(outcome)
     return _row(job.line, job.id, code, error, time.monotonic() - started)
@@ -395,7 +392,7 @@ def _record_done(running: dict[cf.Future[Row], Job], ledger: _Ledger) -> None:
         try:
             row = future.result()
         except Exception as exc:  # the task never ran or its worker died (KilledWorker)
-            row = _row(job.line, job.id, EXIT_TRACK_FAILED, _one_line(exc), 0.0)
+            row = _row(job.line, job.id, EXIT_TRACK_FAILED, one_line(exc), 0.0)
         ledger.add(row)
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "StorageError",
     "TransferError",
     "UsageError",
+    "one_line",
     "redact_url",
 ]
 
@@ -63,6 +64,15 @@ __all__ = [
 # Exit statuses of `assembler run` (the contract): every track written; some track or
 # deliverable failed; bad input; a download failed for good.
 EXIT_OK, EXIT_TRACK_FAILED, EXIT_BAD_INPUT, EXIT_DOWNLOAD_FAILED = 0, 1, 2, 3
+
+
+def one_line(error: BaseException) -> str:
+    """`error`'s message on one line (its lines joined by "; "), or its class name if empty.
+
+    For rows and entries that hold one line: `batch.json`'s `error`, an output's `error`.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
 
 
 def redact_url(url: str) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from .._publish import publishing
-from ..errors import AssemblerError
+from ..errors import AssemblerError, one_line
 from ..report import OutputEntry, OutputKind, WarningEntry, sha256_file, with_outputs
 from ..rerun import output_inputs, outputs_base
 
@@ -142,23 +142,19 @@ def _write_one(deliverable: Deliverable, context: DeliverableContext, output: Ou
         entry["sha256"] = sha256_file(path)
         entry["inputs"] = inputs
     except AssemblerError as error:
-        entry["error"] = _one_line(error)
+        entry["error"] = one_line(error)
         log.error("%s not written: %s", output.path, entry["error"])
     except OSError as error:
         entry["error"] = f"cannot write {output.path}: {error.strerror or error}"
         log.error("%s", entry["error"])
     except Exception as error:  # a bug in one deliverable must cost that file, not the run
         log.exception("%s not written", output.path)
-        entry["error"] = f"unexpected {type(error).__name__}: {_one_line(error)}"
+        entry["error"] = f"unexpected {type(error).__name__}: {one_line(error)}"
     else:
         made.warnings.extend({"output": output.path, "message": warning}
                              for warning in warnings)
     made.entries.append(entry)
 
-
-def _one_line(error: BaseException) -> str:
-    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) \
-        or type(error).__name__
 
 
 async def make_deliverables(context: DeliverableContext, ffmpeg: FfmpegSlots,
