@@ -520,11 +520,29 @@ def scan_packets(infos: Mapping[Path, MediaInfo]) -> dict[Path, MediaInfo]:
     means the container does not state the codec's delay: `priming` then assumes
     `USUAL_PRIMING`. A file ffmpeg cannot copy keeps its streams unscanned.
     """
-    scanned = dict(infos)
-    readable = [(path, info) for path, info in infos.items() if info.audio or info.video]
+    scanned = {path: _pcm_measured(info) or info for path, info in infos.items()}
+    readable = [(path, info) for path, info in infos.items()
+                if (info.audio or info.video) and _pcm_measured(info) is None]
     for first in range(0, len(readable), _SCAN_GROUP):
         scanned.update(_scan_group(readable[first:first + _SCAN_GROUP]))
     return scanned
+
+
+def _pcm_measured(info: MediaInfo) -> MediaInfo | None:
+    """A PCM WAV measured from its header alone, or None for any other file.
+
+    Its samples are one contiguous run with no timestamps to miss, no priming, and
+    a length ffmpeg already takes from the data size (or the file's, if cut short):
+    a packet scan would read every byte to learn nothing (most of a small WAV part's
+    probe). `packets` counts sample frames; ffmpeg states the duration to 10 ms, so
+    a WAV under 5 ms counts as empty.
+    """
+    audio = info.audio
+    if (info.format != "wav" or info.video is not None or audio is None
+            or not audio.codec.startswith("pcm_") or info.duration is None):
+        return None
+    return replace(info, audio=replace(audio, packets=round(info.duration * audio.sample_rate),
+                                       end=info.duration))
 
 
 def _scan_group(files: Sequence[tuple[Path, MediaInfo]]) -> dict[Path, MediaInfo]:

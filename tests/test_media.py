@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from assembler.errors import FFmpegError, MediaError
-from assembler.media import ffmpeg_binary, ffmpeg_version, file_arg, probe, probe_many, run_ffmpeg
+from assembler.media import (
+    ffmpeg_binary,
+    ffmpeg_output,
+    ffmpeg_version,
+    file_arg,
+    probe,
+    probe_many,
+    run_ffmpeg,
+)
 from tests.support.media import make_colour_video, make_tone
 
 
@@ -88,3 +97,29 @@ def test_run_ffmpeg_reports_progress_in_seconds_written(tmp_path: Path) -> None:
     assert heard == sorted(heard)
     assert 2.9 <= heard[-1] <= 3.1
     assert (tmp_path / "tone.wav").stat().st_size > 3 * 8000 * 2  # the output is whole
+
+
+def _wav_header(data_bytes: int) -> bytes:
+    """A 48 kHz 16-bit stereo PCM WAV header stating `data_bytes` of samples."""
+    return (b"RIFF" + (data_bytes + 36).to_bytes(4, "little") + b"WAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 1, 2, 48000, 48000 * 4, 4, 16)
+            + b"data" + data_bytes.to_bytes(4, "little"))
+
+
+@pytest.mark.parametrize(("stated", "held", "seconds"), [
+    (192_000, 192_000, 1.0),  # whole
+    (384_000, 96_000, 0.5),  # cut short: its header states twice what it holds
+    (0xFFFF_FFFF - 36, 96_000, 0.5),  # written as a stream, size never filled in
+    (0, 0, None),  # a header only
+])
+def test_a_pcm_wav_is_measured_by_what_it_holds(tmp_path: Path, stated: int, held: int,
+                                                seconds: float | None) -> None:
+    wav = tmp_path / "part.wav"
+    wav.write_bytes(_wav_header(stated) + bytes(held))
+    audio = probe(wav).audio
+    assert audio is not None
+    assert audio.end == seconds
+    assert audio.packets == held // 4
+    if held:  # what a decoder gets out of it
+        samples = ffmpeg_output(["-i", file_arg(wav), "-f", "s16le", "-"])
+        assert len(samples) == held
