@@ -2,9 +2,10 @@
 
 A recording already rendered: per participant a FLAC audio track (pink noise,
 which compresses like a room, not like a sine) and a 720p30 H.264 webcam track
-at 1.2 Mbps with x264's B-frames, as `encode` makes them. A short piece of each
-is encoded once and looped by stream copy to the full length (cached by its
-parameters); the participants' tracks are hard links to those files.
+at 1.2 Mbps with x264's B-frames, as `encode` makes them. The audio is encoded
+whole; a short piece of video is encoded once and looped by stream copy to the
+full length (both cached by their parameters); the participants' tracks are hard
+links to those files.
 
 Timed, best of 3, alternating so load from others falls on both sides alike:
 - building `recording.mkv` (the archive deliverable's `write`, stream copy)
@@ -35,14 +36,13 @@ from assembler.render import RenderedTrack, RenderSettings
 from assembler.report import OutputEntry, build_report, sha256_file, with_outputs, write_json
 
 PIECE_SECONDS = 10  # video encoded once, then looped
-AUDIO_PIECE_SECONDS = 60
 VIDEO_BITRATE = "1200k"
 ROUNDS = 3
 
 
 def looped(cache: Path, name: str, piece_args: list[str], piece_seconds: int,
            seconds: int) -> Path:
-    """A file of `seconds`, made by looping a `piece_seconds` piece by stream copy; cached."""
+    """A video file of `seconds`, made by looping a `piece_seconds` piece by stream copy; cached."""
     final = cache / f"{name}-{seconds}s{Path(name).suffix or ''}"
     if final.exists():
         return final
@@ -52,17 +52,30 @@ def looped(cache: Path, name: str, piece_args: list[str], piece_seconds: int,
     partial = final.with_name(f".{final.name}.partial")
     loops = -(-seconds // piece_seconds) - 1
     run_ffmpeg(["-y", "-stream_loop", str(loops), "-i", file_arg(piece), "-t", str(seconds),
-                "-c", "copy", "-f", "mp4" if name.endswith(".mp4") else "flac",
-                file_arg(partial)])
+                "-c", "copy", "-f", "mp4", file_arg(partial)])
     partial.rename(final)
+    return final
+
+
+def encoded_audio(cache: Path, seconds: int) -> Path:
+    """Pink noise FLAC of `seconds`, encoded whole as `render` makes it; cached.
+
+    Not looped: FLAC frames number themselves, and a looped file's numbers restart
+    every piece, which the demuxer reads as timestamps jumping back.
+    """
+    final = cache / f"noise-{seconds}s.flac"
+    if not final.exists():
+        partial = final.with_name(f".{final.name}.partial")
+        run_ffmpeg(["-y", "-f", "lavfi", "-i", f"anoisesrc=c=pink:a=0.05:r=48000:d={seconds}",
+                    "-c:a", "flac", "-sample_fmt", "s16", "-frame_size", "4096",
+                    "-f", "flac", file_arg(partial)])
+        partial.rename(final)
     return final
 
 
 def make_media(cache: Path, seconds: int) -> tuple[Path, Path]:
     cache.mkdir(parents=True, exist_ok=True)
-    audio = looped(cache, "noise.flac", [
-        "-f", "lavfi", "-i", f"anoisesrc=c=pink:a=0.05:r=48000:d={AUDIO_PIECE_SECONDS}",
-        "-c:a", "flac", "-sample_fmt", "s16"], AUDIO_PIECE_SECONDS, seconds)
+    audio = encoded_audio(cache, seconds)
     video = looped(cache, "webcam.mp4", [
         "-f", "lavfi", "-i",
         f"testsrc2=s=1280x720:r=30:d={PIECE_SECONDS},noise=alls=8:allf=t+u",

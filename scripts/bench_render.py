@@ -6,8 +6,9 @@
    rendered by stream copy (`render_track`) against `shutil.copyfile` of the parts
    (and by encode with `--encode`). Generating the parts is itself slow on two
    cores, so they are cached by their parameters.
-2. The storm: `assembler run` (the CLI, start to exit, as a child process) over a
-   recording whose parts are already in DIR/parts (a rerun: downloads skip them),
+2. The storm: `assembler run --force` (the CLI, start to exit, as a child process)
+   over a recording whose parts are already in DIR/parts (downloads skip them, every
+   track is rendered again),
    one participant with `--storm-parts` audio and as many webcam parts back to back,
    two minutes of media, against the same two minutes in 2 + 2 parts.
 
@@ -166,8 +167,12 @@ def make_storm(root: Path, count: int) -> Path:
 
 
 def assembler_run(root: Path) -> dict[str, object]:
-    """`assembler run` over `root` (parts in root/parts), start to exit; its report."""
-    subprocess.run([sys.executable, "-m", "assembler", "run", "--out", str(root),
+    """`assembler run --force` over `root` (parts in root/parts), start to exit; its report.
+
+    `--force`: every run renders every track again, instead of keeping the tracks an
+    earlier run made from the same inputs.
+    """
+    subprocess.run([sys.executable, "-m", "assembler", "run", "--force", "--out", str(root),
                     "--video-parts", str(root / "video_parts.json"),
                     "--audio-parts", str(root / "audio_parts.json"), "--quiet"],
                    check=True, cwd=REPO)
