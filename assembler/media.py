@@ -105,9 +105,28 @@ def file_arg(path: str | os.PathLike[str]) -> str:
     return f"file:{os.fspath(path)}"
 
 
-@functools.cache
 def ffmpeg_binary() -> str:
     """Path of a working ffmpeg: `$ASSEMBLER_FFMPEG`, then PATH, then imageio-ffmpeg's."""
+    return _found_ffmpeg()[0]
+
+
+def ffmpeg_version() -> tuple[int, int]:
+    """(major, minor) of the ffmpeg in use; a git build without a release number is newest."""
+    match = re.search(r"version n?(\d+)\.(\d+)", _found_ffmpeg()[1])
+    return (int(match[1]), int(match[2])) if match else (999, 0)
+
+
+_FINDING = threading.Lock()  # render and probe threads ask at once; one `-version` answers
+
+
+def _found_ffmpeg() -> tuple[str, str]:
+    """The ffmpeg in use and the first line of its `-version`; looked for once."""
+    with _FINDING:
+        return _find_ffmpeg()
+
+
+@functools.cache
+def _find_ffmpeg() -> tuple[str, str]:
     candidates = [os.environ.get(FFMPEG_ENV), shutil.which("ffmpeg")]
     try:
         import imageio_ffmpeg
@@ -115,21 +134,14 @@ def ffmpeg_binary() -> str:
         candidates.append(imageio_ffmpeg.get_ffmpeg_exe())
     except (ImportError, RuntimeError):
         pass
-    for candidate in candidates:
-        if candidate and _works(candidate):
-            return candidate
+    for candidate in filter(None, candidates):
+        version = _version_line(candidate)
+        if version is not None:
+            return candidate, version
     raise FFmpegNotFoundError(
         "no working ffmpeg found: install ffmpeg on PATH, `pip install imageio-ffmpeg`, "
         f"or set {FFMPEG_ENV} to the binary"
     )
-
-
-@functools.cache
-def ffmpeg_version() -> tuple[int, int]:
-    """(major, minor) of the ffmpeg in use; a git build without a release number is newest."""
-    first_line = ffmpeg_output(["-version"]).decode("utf-8", "replace").splitlines() or [""]
-    match = re.search(r"version n?(\d+)\.(\d+)", first_line[0])
-    return (int(match[1]), int(match[2])) if match else (999, 0)
 
 
 @functools.cache
@@ -139,13 +151,16 @@ def setts_sets_duration() -> bool:
     return re.search(r"^\s*-duration\b", help_text, re.M) is not None
 
 
-def _works(binary: str) -> bool:
+def _version_line(binary: str) -> str | None:
+    """The first line `binary -version` prints, or None when it is no working ffmpeg."""
     try:
         done = subprocess.run([binary, "-version"], capture_output=True,
                               timeout=_VERSION_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+        return None
+    if done.returncode != 0:
+        return None
+    return (done.stdout.decode("utf-8", "replace").splitlines() or [""])[0]
 
 
 Progress = Callable[[float], None]  # seconds of output written so far

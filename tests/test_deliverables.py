@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from assembler.deliverables import (
-    REGISTRY,
     DeliverableContext,
     DeliverableOptions,
     Output,
     make_deliverables,
+    registry,
 )
 from assembler.errors import DeliverableError
 from assembler.manifest import Sources
@@ -152,7 +152,7 @@ def test_deliverables_not_asked_for_are_not_made(
 
 
 def test_every_registered_deliverable_names_a_contract_kind() -> None:
-    kinds = [deliverable.kind for deliverable in REGISTRY]
+    kinds = [deliverable.kind for deliverable in registry()]
     assert len(kinds) == len(set(kinds))
     assert set(kinds) <= {"captions", "timeline", "mix", "av", "archive"}
 

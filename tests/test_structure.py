@@ -85,6 +85,12 @@ def test_the_library_imports_no_console_or_argument_parsing() -> None:
     assert not {"rich", "argparse", "assembler.cli"} & loaded
 
 
+def test_a_run_loads_the_deliverables_only_to_make_them() -> None:
+    loaded = _imported_after("import assembler.pipeline")
+    assert "assembler.deliverables" in loaded
+    assert not {"opentimelineio", "assembler.deliverables.timeline"} & loaded
+
+
 def test_batch_does_not_import_the_cli() -> None:
     assert "assembler.cli" not in _imported_after("import assembler.batch")
 

@@ -1,7 +1,7 @@
 """The deliverables stage: what editors and archives get besides the tracks.
 
 After render, each deliverable the options ask for is made from the run's
-tracks and documents, one after another in `REGISTRY` order (a later one
+tracks and documents, one after another in `registry()` order (a later one
 may use an earlier one's files: the archive holds the captions). A
 deliverable names the files it will write (`outputs`) and then writes each
 (`write`) under a temporary name that becomes the real one only when it is
@@ -9,7 +9,7 @@ whole. One that fails becomes an `outputs` entry with `error`; its file is
 not left on disk under its name, and the others are still made.
 
 Adding a deliverable: one module in this package with an object that meets
-`Deliverable`, its line in `REGISTRY`, its option in `DeliverableOptions`
+`Deliverable`, its line in `registry()`, its option in `DeliverableOptions`
 below and its flag in the CLI.
 """
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..report import Report
     from ..rerun import PreviousRun
 
-__all__ = ["REGISTRY", "Deliverable", "DeliverableContext", "DeliverableOptions", "Output",
+__all__ = ["Deliverable", "DeliverableContext", "DeliverableOptions", "Output", "registry",
            "make_deliverables"]
 
 log = logging.getLogger(__name__)
@@ -108,15 +108,19 @@ class Deliverable(Protocol):
         ...
 
 
-# The deliverable modules import the names above, so they are imported once those exist.
-from .archive import ARCHIVE  # noqa: E402
-from .av import AV  # noqa: E402
-from .captions import CAPTIONS  # noqa: E402
-from .mix import MIX  # noqa: E402
-from .timeline import TIMELINE  # noqa: E402
+def registry() -> tuple[Deliverable, ...]:
+    """Every deliverable, in the order they are made: captions before the archive holding them.
 
-# The order deliverables are made in: captions before the archive that holds them.
-REGISTRY: tuple[Deliverable, ...] = (CAPTIONS, TIMELINE, MIX, AV, ARCHIVE)
+    Their modules load here, when deliverables are made, not with the package:
+    OpenTimelineIO and the rest would add a tenth of a second to every start.
+    """
+    from .archive import ARCHIVE
+    from .av import AV
+    from .captions import CAPTIONS
+    from .mix import MIX
+    from .timeline import TIMELINE
+
+    return (CAPTIONS, TIMELINE, MIX, AV, ARCHIVE)
 
 
 @dataclass(slots=True)
@@ -158,7 +162,7 @@ def _write_one(deliverable: Deliverable, context: DeliverableContext, output: Ou
 
 
 async def make_deliverables(context: DeliverableContext, ffmpeg: FfmpegSlots,
-                            registry: Sequence[Deliverable] = REGISTRY, *,
+                            deliverables: Sequence[Deliverable] | None = None, *,
                             previous: PreviousRun | None = None) -> Report:
     """Make every deliverable `context.options` asks for; return the report with `outputs`.
 
@@ -170,7 +174,7 @@ async def make_deliverables(context: DeliverableContext, ffmpeg: FfmpegSlots,
     """
     made = _Made()
     base = outputs_base(context)
-    for deliverable in registry:
+    for deliverable in registry() if deliverables is None else deliverables:
         if not deliverable.wanted(context.options):
             continue
         now = replace(context, made=tuple(made.entries),
