@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from ..report import Report
     from ..rerun import PreviousRun
 
-__all__ = ["Deliverable", "DeliverableContext", "DeliverableOptions", "Output", "registry",
-           "make_deliverables"]
+__all__ = ["Deliverable", "DeliverableContext", "DeliverableOptions", "Output", "make_deliverables",
+           "registry"]
 
 log = logging.getLogger(__name__)
 
