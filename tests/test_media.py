@@ -123,3 +123,26 @@ def test_a_pcm_wav_is_measured_by_what_it_holds(tmp_path: Path, stated: int, hel
     if held:  # what a decoder gets out of it
         samples = ffmpeg_output(["-i", file_arg(wav), "-f", "s16le", "-"])
         assert len(samples) == held
+
+
+def _ffmpeg_found(environment: dict[str, str]) -> tuple[str, str]:
+    """The ffmpeg a fresh process picks under `environment`, and what it logged."""
+    code = ("import logging; logging.basicConfig(format='%(message)s'); "
+            "from assembler.media import ffmpeg_binary; print(ffmpeg_binary())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=environment, check=True)
+    return done.stdout.strip(), done.stderr
+
+
+def test_an_ffmpeg_older_than_the_minimum_on_path_is_passed_over(tmp_path: Path) -> None:
+    old = tmp_path / "ffmpeg"
+    old.write_text("#!/bin/sh\necho 'ffmpeg version 5.1.6-0+deb12u1 Copyright (c) 2000-2024'\n")
+    old.chmod(0o755)
+    environment = {key: value for key, value in os.environ.items() if key != "ASSEMBLER_FFMPEG"}
+    environment["PATH"] = f"{tmp_path}{os.pathsep}{environment['PATH']}"
+    used, logged = _ffmpeg_found(environment)
+    assert used != str(old)
+    assert f"{old} is ffmpeg 5.1, older than 9.0: using {used} instead" in logged
+    used, logged = _ffmpeg_found({**environment, "ASSEMBLER_FFMPEG": str(old)})
+    assert used == str(old)  # named by the user: obeyed, with a warning
+    assert "older than 9.0: tracks may be misaligned" in logged
