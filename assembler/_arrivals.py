@@ -3,7 +3,7 @@
 Private to `assembler.pipeline`. `PartArrivals` is the `DownloadProgress` a
 run hands `download_parts`: each part that lands is queued for probing at
 once, and probe jobs (each one ffmpeg over every part waiting, at most
-`probe_many`'s group) run in the `FfmpegSlots` while the download goes on. A
+`PROBE_GROUP`) run in the `FfmpegSlots` while the download goes on. A
 track waits here only for its own parts (`settled`), so it may render while
 other parts still download.
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .download import NoProgress
 from .errors import MediaError
-from .media import probe_many
+from .media import PROBE_GROUP, probe_many
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["PartArrivals"]
 
 log = logging.getLogger("assembler.pipeline")
-
-_GROUP = 32  # parts per probing ffmpeg at most: its start costs more than a probe
 
 
 class PartArrivals(NoProgress):
@@ -98,7 +96,7 @@ class PartArrivals(NoProgress):
 
     def _start_jobs(self) -> None:
         while self._waiting and len(self._jobs) < self._ffmpeg.limit:
-            batch, self._waiting = self._waiting[:_GROUP], self._waiting[_GROUP:]
+            batch, self._waiting = self._waiting[:PROBE_GROUP], self._waiting[PROBE_GROUP:]
             job = asyncio.create_task(self._probe(dict(batch)))
             self._jobs.add(job)
             job.add_done_callback(self._job_done)

@@ -25,9 +25,9 @@ from typing import ParamSpec, TypeVar
 
 from .errors import FFmpegError, FFmpegNotFoundError, MediaError
 
-__all__ = ["AudioStream", "FfmpegSlots", "H264Survey", "MediaInfo", "PacketTrace", "Progress",
-           "VideoStream", "ffmpeg_binary", "file_arg", "probe", "probe_many", "read_packets",
-           "run_ffmpeg", "scan_packets", "setts_sets_duration", "survey_h264"]
+__all__ = ["PROBE_GROUP", "AudioStream", "FfmpegSlots", "H264Survey", "MediaInfo", "PacketTrace",
+           "Progress", "VideoStream", "ffmpeg_binary", "file_arg", "probe", "probe_many",
+           "read_packets", "run_ffmpeg", "scan_packets", "setts_sets_duration", "survey_h264"]
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +382,7 @@ _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, 
                     "4.0": 4, "4.1": 5, "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6,
                     "6.1": 7, "7.1": 8}
 _INPUT = re.compile(r"^Input #(\d+), ([^,]+(?:,[^,\s]+)*), from .*$", re.M)
+_OUTPUTS = re.compile(r"^(?:Stream mapping:|Output #\d+)", re.M)  # where the inputs' end
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _START = re.compile(r"start: (-?\d+(?:\.\d+)?)")
 _STREAM = re.compile(r"^\s*Stream #\d+:(\d+)\S*: (\w+): (.*)$", re.M)
@@ -392,6 +393,8 @@ _FPS = re.compile(r"([\d.]+(?:k)?) (fps|tbn)")
 _RATE = re.compile(r"(\d+) Hz")
 _CHANNELS = re.compile(r"Hz, ([^,]+)")
 _WAV_PROBE = ("-probesize", str(16 << 10))
+# A picture standing for the file, not its video (ffmpeg's `V` stream specifier skips them).
+_COVER = re.compile(r"\((?:attached pic|timed thumbnails)\)")
 # "Display Matrix: rotation of 90.00 degrees" (ffmpeg 9), "displaymatrix: ..." (ffmpeg 5).
 _ROTATION = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.I)
 
@@ -404,32 +407,60 @@ def probe(path: Path) -> MediaInfo:
     return result
 
 
-def probe_many(paths: Sequence[Path], group: int = 32) -> dict[Path, MediaInfo | MediaError]:
-    """Probe many files with one ffmpeg per `group` of them: each start costs more than a probe.
+def probe_many(paths: Sequence[Path], group: int | None = None
+               ) -> dict[Path, MediaInfo | MediaError]:
+    """Probe many files, one ffmpeg per `group` of them (default `PROBE_GROUP`).
 
-    ffmpeg describes its inputs one by one and stops at the first it cannot
-    open; that one gets its error and the rest are probed again. A second ffmpeg
-    per group then reads every packet of each file's audio and video stream (no
-    decoding) to measure the media itself: see `scan_packets`.
+    That ffmpeg describes each file (its `-i` report) and copies every packet of
+    the file's first audio and first video stream (no decoding) into framecrc
+    text, which measures the media itself: see `scan_packets`. It describes its
+    inputs one by one and stops at the first it cannot open; that one gets its
+    error and the rest are probed again. What the one run could not measure (a
+    file with neither stream, a run that failed while copying) is scanned apart.
     """
     results: dict[Path, MediaInfo | MediaError] = {}
     pending = list(paths)
     while pending:
-        batch = pending[:group]
-        stderr = run_ffmpeg([arg for path in batch
-                             for arg in (*_probe_options(path), "-i", file_arg(path))],
-                            check=False)
-        sections = _INPUT.split(stderr)[1:]  # (index, format, text) for each described input
-        described = len(sections) // 3
-        infos = {batch[index]: _media_info(sections[3 * index + 1], sections[3 * index + 2])
-                 for index in range(described)}
-        results.update(scan_packets(infos))
-        if described < len(batch):
-            failed = batch[described]
+        batch = pending[:group or PROBE_GROUP]
+        described, stderr = _describe_and_scan(batch)
+        results.update(described)
+        done = len(described)
+        if done < len(batch):
+            failed = batch[done]
             results[failed] = _unopened(failed, _last_line(stderr))
-            described += 1
-        pending = pending[described:]
+            done += 1
+        pending = pending[done:]
     return results
+
+
+def _describe_and_scan(batch: Sequence[Path]) -> tuple[dict[Path, MediaInfo], str]:
+    """The files of `batch` ffmpeg described, each measured, and ffmpeg's stderr."""
+    options = [_probe_options(path) for path in batch]
+    with tempfile.TemporaryDirectory(prefix="assembler-probe-") as name:
+        crc = [Path(name) / f"{number}.crc" for number in range(len(batch))]
+        args = [arg for path, probe_options in zip(batch, options, strict=True)
+                for arg in (*probe_options, "-i", file_arg(path))]
+        for number, probe_options in enumerate(options):
+            if probe_options != _WAV_PROBE:  # a PCM WAV is measured from its header
+                args += ["-map", f"{number}:a:0?", "-map", f"{number}:V:0?", "-c", "copy",
+                         "-f", "framecrc", file_arg(crc[number])]
+        try:
+            stderr, copied = run_ffmpeg(args), True
+        except FFmpegError as error:  # a file it cannot open, or nothing to copy at all
+            stderr, copied = error.stderr, False
+        # (index, format, text) for each input described, before the outputs are
+        inputs = _OUTPUTS.split(stderr, maxsplit=1)[0]
+        sections = _INPUT.split(inputs)[1:]
+        measured: dict[Path, MediaInfo] = {}
+        unscanned: dict[Path, MediaInfo] = {}
+        for number in range(len(sections) // 3):
+            info = _media_info(sections[3 * number + 1], sections[3 * number + 2])
+            if copied and crc[number].exists():
+                measured[batch[number]] = _with_packets(
+                    info, crc[number].read_text("ascii", "replace"))
+            else:
+                unscanned[batch[number]] = info
+    return {**measured, **scan_packets(unscanned)}, stderr
 
 
 # How the containers that write a header before any packet begin.
@@ -477,7 +508,7 @@ def _media_info(container: str, text: str) -> MediaInfo:
         index, kind, description = stream.groups()
         if kind == "Audio" and audio is None:
             audio = replace(_audio_stream(description), index=int(index))
-        elif kind == "Video" and video is None and "attached pic" not in description:
+        elif kind == "Video" and video is None and not _COVER.search(description):
             # The lines under a stream's own (metadata, side data) run to the next stream.
             end = streams[number + 1].start() if number + 1 < len(streams) else len(text)
             rotation = _ROTATION.search(text, stream.end(), end)
@@ -555,11 +586,11 @@ def usual_priming(audio: AudioStream) -> int:
 _SIDE_DATA = re.compile(r"(?:([A-Za-z][A-Za-z ]*),\s*)?(\d+),\s*0x[0-9a-f]+")
 
 
-# Files one scanning ffmpeg reads: its start and each input's opening cost more than
-# reading a short part. Measured with ffmpeg 9 on two cores, CPU seconds in groups of
-# 1/4/8/16/32: 120 parts of 2 s (the storm) 3.7/1.3/0.84/0.60/0.48; 16 parts of 30 s
-# (640x360 + AAC) 1.12/0.64/0.51/0.54/-.
-_SCAN_GROUP = 16
+# Files one probing or scanning ffmpeg reads: its start and each input's opening cost
+# more than reading a short part. Measured with ffmpeg 9 on two cores, CPU seconds to
+# scan in groups of 1/4/8/16/32: 120 parts of 2 s (the storm) 3.7/1.3/0.84/0.60/0.48;
+# 16 parts of 30 s (640x360 + AAC) 1.12/0.64/0.51/0.54/-.
+PROBE_GROUP = 16
 
 
 def scan_packets(infos: Mapping[Path, MediaInfo]) -> dict[Path, MediaInfo]:
@@ -575,8 +606,8 @@ def scan_packets(infos: Mapping[Path, MediaInfo]) -> dict[Path, MediaInfo]:
     scanned = {path: _pcm_measured(info) or info for path, info in infos.items()}
     readable = [(path, info) for path, info in infos.items()
                 if (info.audio or info.video) and _pcm_measured(info) is None]
-    for first in range(0, len(readable), _SCAN_GROUP):
-        scanned.update(_scan_group(readable[first:first + _SCAN_GROUP]))
+    for first in range(0, len(readable), PROBE_GROUP):
+        scanned.update(_scan_group(readable[first:first + PROBE_GROUP]))
     return scanned
 
 

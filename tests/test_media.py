@@ -14,6 +14,7 @@ import pytest
 
 from assembler.errors import FFmpegError, MediaError
 from assembler.media import (
+    MediaInfo,
     ffmpeg_binary,
     ffmpeg_output,
     ffmpeg_version,
@@ -146,3 +147,25 @@ def test_an_ffmpeg_older_than_the_minimum_on_path_is_passed_over(tmp_path: Path)
     used, logged = _ffmpeg_found({**environment, "ASSEMBLER_FFMPEG": str(old)})
     assert used == str(old)  # named by the user: obeyed, with a warning
     assert "older than 9.0: tracks may be misaligned" in logged
+
+
+def test_one_ffmpeg_describes_and_measures_a_group_whatever_streams_its_files_hold(
+        tmp_path: Path) -> None:
+    tone = make_tone(tmp_path / "tone.m4a", seconds=0.5, rate=48000)
+    video = make_colour_video(tmp_path / "cam.webm", seconds=0.5, colour="red", size=(64, 48),
+                              fps=10, codec="vp8")
+    cues = tmp_path / "cues.srt"
+    cues.write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n", encoding="utf-8")
+    subtitles = tmp_path / "subtitles.mkv"  # neither audio nor video: nothing to copy
+    run_ffmpeg(["-i", file_arg(cues), "-c:s", "srt", file_arg(subtitles)])
+    found = probe_many([tone, subtitles, video])
+    tone_info, subtitles_info, video_info = (found[path] for path in (tone, subtitles, video))
+    assert isinstance(tone_info, MediaInfo)
+    assert tone_info.audio is not None
+    assert tone_info.audio.packets == 25  # 24 000 samples + 1 024 priming, in 1 024s
+    assert isinstance(subtitles_info, MediaInfo)
+    assert (subtitles_info.audio, subtitles_info.video, subtitles_info.streams) == (None, None, 1)
+    assert isinstance(video_info, MediaInfo)
+    assert video_info.video is not None
+    assert video_info.video.packets == 5
+    assert found == probe_many([tone, video]) | {subtitles: subtitles_info}
