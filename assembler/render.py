@@ -236,16 +236,19 @@ def _file_args(track: TrackPlan, audio_format: str) -> list[str]:
 
 def video_size(probes: Mapping[str, MediaInfo], max_height: int | None = None
                ) -> tuple[int, int]:
-    """The largest part's size as shown (by area), rounded up to even numbers for yuv420p.
+    """The largest part's size as shown (by area), in even numbers for yuv420p.
 
-    As shown: a portrait phone's part is portrait, non-square pixels are made square.
-    Taller than `max_height`, it is scaled down to that height, its shape kept.
+    As shown: a portrait phone's part is portrait, non-square pixels are made square;
+    an odd side is padded by one. Taller than `max_height`, it is scaled down to at
+    most that height (an odd limit counts as the even one below), to the even width
+    that keeps its shape best: 1280x720 under 240 is 426x240, not 428x240.
     """
     sizes = [info.video.display_size for info in probes.values() if info.video]
     # Parts that are all header-only show no size: their black is the usual webcam size.
     width, height = max(sizes or [EMPTY_TRACK_SIZE], key=lambda size: size[0] * size[1])
     if max_height is not None and height > max_height:
-        width, height = max(1, round(width * max_height / height)), max_height
+        scaled = max(2, max_height - max_height % 2)
+        return max(2, 2 * round(Fraction(width * scaled, 2 * height))), scaled
     return width + width % 2, height + height % 2
 
 

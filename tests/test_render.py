@@ -9,10 +9,11 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pytest
 
-from assembler.media import ffmpeg_version, file_arg, probe
+from assembler.media import MediaInfo, VideoStream, ffmpeg_version, file_arg, probe
 from assembler.plan import Slot, TrackPlan, place
-from assembler.render import RenderSettings, render_track
+from assembler.render import RenderSettings, render_track, video_size
 from tests.support.media import (
     active_spans,
     colour_spans,
@@ -178,3 +179,22 @@ def test_every_audio_format_has_its_codec_settings() -> None:
     from assembler.render import AUDIO_CODECS
 
     assert set(AUDIO_CODECS) == set(AUDIO_FORMATS)
+
+
+def _shown(width: int, height: int) -> MediaInfo:
+    return MediaInfo(format="mp4", duration=1.0, start=0.0, audio=None, streams=1,
+                     video=VideoStream(codec="h264", profile=None, pix_fmt="yuv420p",
+                                       width=width, height=height, sar=None, fps=None,
+                                       time_base=None))
+
+
+@pytest.mark.parametrize(("size", "max_height", "expected"), [
+    ((1280, 720), 240, (426, 240)),  # 426.67 wide: the nearest even width, not 428
+    ((1280, 720), 239, (424, 238)),  # never over the limit: yuv420p needs an even height
+    ((1280, 720), 720, (1280, 720)),  # at the limit: left alone
+    ((641, 481), None, (642, 482)),  # odd sides are padded by one
+    ((720, 1280), 640, (360, 640)),  # portrait keeps its shape
+])
+def test_video_size_is_even_and_keeps_the_shape(size: tuple[int, int], max_height: int | None,
+                                                expected: tuple[int, int]) -> None:
+    assert video_size({"part": _shown(*size)}, max_height) == expected
