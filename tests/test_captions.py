@@ -117,6 +117,14 @@ def test_vtt_names_the_voice_and_escapes_what_webvtt_reserves() -> None:
     assert (caption.start, caption.end) == ("00:00:00.001", "17:00:34.567")
 
 
+def test_srt_shows_what_it_cannot_escape_as_look_alikes() -> None:
+    cue = Cue(participant=1, speaker="<b>Tom</b>", lines=("<i>onto</i> lines --> end.",),
+              start=1000, end=2000)
+    (caption,) = srt.parse(format_srt([cue]))
+    assert caption.content == "‹b›Tom‹/b›: ‹i›onto‹/i› lines --› end."
+    assert (caption.start.total_seconds(), caption.end.total_seconds()) == (1.0, 2.0)
+
+
 def test_messy_transcripts_keep_every_usable_word_and_say_what_was_dropped() -> None:
     long_word = "x" * 50
     documents = Documents(transcript=(

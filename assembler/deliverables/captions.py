@@ -245,11 +245,20 @@ def format_vtt(cues: Iterable[Cue]) -> str:
     return "\n".join(blocks)
 
 
+def _srt_text(text: str) -> str:
+    # SRT has no escapes: players read `<i>` as markup, and a line with `-->` can be
+    # read as a timing line. Look-alike angle quotes keep what was said readable.
+    return text.replace("<", "\u2039").replace(">", "\u203a")
+
+
 def format_srt(cues: Iterable[Cue]) -> str:
-    """An SRT file: numbered cues, the speaker as a `Name: ` prefix on the first line."""
+    """An SRT file: numbered cues, the speaker as a `Name: ` prefix on the first line.
+
+    `<` and `>` are written as `‹` and `›`: SRT cannot escape them.
+    """
     blocks = []
     for number, cue in enumerate(cues, start=1):
-        text = "\n".join((_srt_prefix(cue.speaker) + cue.lines[0], *cue.lines[1:]))
+        text = _srt_text("\n".join((_srt_prefix(cue.speaker) + cue.lines[0], *cue.lines[1:])))
         blocks.append(f"{number}\n{_clock(cue.start, ',')} --> {_clock(cue.end, ',')}\n"
                       f"{text}\n")
     return "\n".join(blocks)
