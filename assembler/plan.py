@@ -219,7 +219,10 @@ def resolve_overlaps(
     """Sort slots, cut each where the next starts (the later start wins) and at `duration`."""
     # Python's sort is stable: equal starts keep manifest order, and the later one wins.
     ordered = sorted(slots, key=lambda slot: slot.start)
-    warnings: list[PlanWarning] = []
+    # A part of no length places nothing, and must not cut the part before it either.
+    warnings = [PlanWarning(part_id=slot.part_id, message="lasts 0 s; left out")
+                for slot in ordered if slot.end <= slot.start]
+    ordered = [slot for slot in ordered if slot.end > slot.start]
     kept: list[Slot] = []
     for index, slot in enumerate(ordered):
         end = slot.end

@@ -225,3 +225,10 @@ def test_a_selection_leaves_other_tracks_out_but_keeps_the_timeline() -> None:
     assert chosen.tracks == whole.tracks[:2]  # the same tracks as in the whole plan
     with pytest.raises(ValueError, match="kinds must be among"):
         make_plan(docs, kinds=["slides"])  # type: ignore[list-item]
+
+
+def test_a_part_of_no_length_is_left_out_with_a_warning_and_cuts_nothing() -> None:
+    plan = make_plan(documents(audio=[part("long", 1, 0.0, 10.0), part("empty", 1, 5.0, 0.0)]))
+    (audio,) = plan.tracks
+    assert [(s.start, s.length, s.part_id) for s in audio.segments] == [(0, 480000, "long")]
+    assert {(w.part_id, w.message) for w in plan.warnings} == {("empty", "lasts 0 s; left out")}
