@@ -511,7 +511,10 @@ def _print_batch(batch: BatchCheck) -> int:
             state = f"not made ({entry.not_made} in batch.json)" if entry.not_made else "differs"
             print(f"{entry.id}: {state}: {entry.problem}")
         elif entry.check.ok:
-            print(f"{entry.id}: ok, {entry.check.checked} files match")
+            # Fixity only: what a failed run did write is still as it was written.
+            unfinished = (f"; its run failed (exit {entry.failed_run} in batch.json)"
+                          if entry.failed_run is not None else "")
+            print(f"{entry.id}: ok, {entry.check.checked} files match{unfinished}")
         else:
             named = ", ".join(f"{found.path} {found.problem}" for found in entry.check.differences)
             print(f"{entry.id}: differs, {len(entry.check.differences)} of "

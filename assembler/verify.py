@@ -86,6 +86,7 @@ class BatchEntry:
     check: RecordingCheck | None  # None: no readable report
     problem: str | None = None  # why there is no check, one line
     not_made: str | None = None  # "failed" or "invalid" in batch.json: no report is expected
+    failed_run: int | None = None  # the exit status batch.json gives a run that failed
 
     @property
     def ok(self) -> bool:
@@ -142,6 +143,8 @@ class _Report(_Lenient):
 class _Row(_Lenient):
     id: str | None = None
     status: str = "ok"
+    exit: int | None = None
+    error: str | None = None
 
 
 class _Ledger(_Lenient):
@@ -313,7 +316,7 @@ def verify_batch(root: Path, *, decode: bool = False,
         if row.status == "invalid":
             if name not in made:
                 entries.append(BatchEntry(id=name, check=None, not_made="invalid",
-                                          problem="a bad jobs line"))
+                                          problem=row.error or "its inputs were invalid"))
             continue
         if directory is None:
             entries.append(BatchEntry(id=name, check=None,
@@ -321,7 +324,8 @@ def verify_batch(root: Path, *, decode: bool = False,
             continue
         try:
             entries.append(BatchEntry(id=name, check=verify_recording(
-                directory, decode=decode, progress=progress)))
+                directory, decode=decode, progress=progress),
+                failed_run=row.exit if row.status == "failed" else None))
         except ReportError as error:
             entries.append(BatchEntry(id=name, check=None, problem=str(error),
                                       not_made="failed" if row.status == "failed" else None))

@@ -262,4 +262,15 @@ def test_invalid_jobs_lines_are_not_made_not_differences(made: Path, tmp_path: P
     assert done.returncode == 0, done.stdout
     assert done.stdout.splitlines() == [
         "good: ok, 3 files match",
-        "../escape: not made (invalid in batch.json): a bad jobs line"]
+        "../escape: not made (invalid in batch.json): line 2: unsafe id"]
+
+
+def test_a_failed_run_whose_files_match_says_it_failed(made: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(made, root / "partial", ignore=shutil.ignore_patterns("parts"))
+    rows = [{"id": "partial", "status": "failed", "exit": 3, "error": "part a: 404"}]
+    (root / "batch.json").write_text(json.dumps({"version": 1, "recordings": rows}))
+    done = assembler("verify", str(root))
+    assert done.returncode == 0, done.stdout  # fixity: what it wrote is as written
+    assert done.stdout.splitlines() == [
+        "partial: ok, 3 files match; its run failed (exit 3 in batch.json)"]
