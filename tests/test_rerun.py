@@ -311,3 +311,18 @@ def test_a_deliverable_made_from_the_same_inputs_is_kept_and_reported_as_made(
     make_outputs(out, sources, [notes], loudness=-23.0)
     assert notes.writes == 3
     assert (out / "notes.txt").read_text().startswith("-23.0 ")
+
+
+def test_a_rerun_lists_what_it_kept_as_kept(served: tuple[MediaServer, Manifests],
+                                            tmp_path: Path) -> None:
+    _, manifests = served
+    out = tmp_path / "out"
+    assert run_cli(out, manifests).returncode == 0
+    again = subprocess.run([sys.executable, "-m", "assembler", "run", "--out", str(out),
+                            *manifests.cli_args()], capture_output=True, text=True, timeout=300,
+                           check=False)
+    assert again.returncode == 0, again.stderr
+    listed = [line for line in again.stdout.splitlines() if str(out / "participants") in line]
+    assert listed
+    assert all(line.startswith("kept   ") for line in listed), listed
+    assert f"{len(listed)} file(s) kept" in again.stdout
