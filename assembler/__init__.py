@@ -18,7 +18,12 @@ Names are imported on first use (PEP 562): `import assembler` and the CLI's
 from __future__ import annotations
 
 import importlib as _importlib
+import logging as _logging
 import typing as _typing
+
+# The application decides where logs go (the CLI does): a script that configures no
+# logging hears nothing, instead of Python's last-resort printer on stderr.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 if _typing.TYPE_CHECKING:
     from .batch import BatchEvents, BatchOutcome, Row, run_batch

@@ -85,6 +85,13 @@ def test_the_library_imports_no_console_or_argument_parsing() -> None:
     assert not {"rich", "argparse", "assembler.cli"} & loaded
 
 
+def test_the_library_prints_no_log_line_the_application_did_not_ask_for() -> None:
+    code = "import assembler, logging; logging.getLogger('assembler.pipeline').error('boom')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stderr == ""
+
+
 def test_a_run_loads_the_deliverables_only_to_make_them() -> None:
     loaded = _imported_after("import assembler.pipeline")
     assert "assembler.deliverables" in loaded
