@@ -411,11 +411,11 @@ def _summarise(args: argparse.Namespace, outcome: RunOutcome | DownloadOutcome) 
         return
     for person in outcome.report["participants"]:
         for track in person["tracks"]:
-            made = "kept" if track["path"] in outcome.kept else track["strategy"]
-            print(f"{made:6} {args.out / track['path']}")
+            how = "kept" if track["path"] in outcome.kept else track["strategy"]
+            print(f"{how:6} {args.out / track['path']}")
     for output in outcome.report["outputs"]:
-        made = "kept" if output["path"] in outcome.kept else output["kind"]
-        print(f"{made:6} {args.out / output['path']}" if "error" not in output
+        what = "kept" if output["path"] in outcome.kept else output["kind"]
+        print(f"{what:6} {args.out / output['path']}" if "error" not in output
               else f"failed {output['path']}: {output['error']}")
     if outcome.kept:
         print(f"{len(outcome.kept)} file(s) kept: made from the same inputs by an earlier run "
