@@ -382,7 +382,7 @@ _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, 
                     "4.0": 4, "4.1": 5, "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6,
                     "6.1": 7, "7.1": 8}
 _INPUT = re.compile(r"^Input #(\d+), ([^,]+(?:,[^,\s]+)*), from .*$", re.M)
-_OUTPUTS = re.compile(r"^(?:Stream mapping:|Output #\d+)", re.M)  # where the inputs' end
+_OUTPUTS = re.compile(r"^(?:Stream mapping:|Output #\d+)", re.M)  # inputs described before
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _START = re.compile(r"start: (-?\d+(?:\.\d+)?)")
 _STREAM = re.compile(r"^\s*Stream #\d+:(\d+)\S*: (\w+): (.*)$", re.M)
@@ -399,6 +399,13 @@ _COVER = re.compile(r"\((?:attached pic|timed thumbnails)\)")
 _ROTATION = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.I)
 
 
+# Files one probing or scanning ffmpeg reads: its start and each input's opening cost
+# more than reading a short part. Measured with ffmpeg 9 on two cores, CPU seconds to
+# scan in groups of 1/4/8/16/32: 120 parts of 2 s (the storm) 3.7/1.3/0.84/0.60/0.48;
+# 16 parts of 30 s (640x360 + AAC) 1.12/0.64/0.51/0.54/-.
+PROBE_GROUP = 16
+
+
 def probe(path: Path) -> MediaInfo:
     """Read container, duration and the first audio and video stream of `path`."""
     result = probe_many([path])[path]
@@ -407,9 +414,9 @@ def probe(path: Path) -> MediaInfo:
     return result
 
 
-def probe_many(paths: Sequence[Path], group: int | None = None
+def probe_many(paths: Sequence[Path], group: int = PROBE_GROUP
                ) -> dict[Path, MediaInfo | MediaError]:
-    """Probe many files, one ffmpeg per `group` of them (default `PROBE_GROUP`).
+    """Probe many files, one ffmpeg per `group` of them.
 
     That ffmpeg describes each file (its `-i` report) and copies every packet of
     the file's first audio and first video stream (no decoding) into framecrc
@@ -421,7 +428,7 @@ def probe_many(paths: Sequence[Path], group: int | None = None
     results: dict[Path, MediaInfo | MediaError] = {}
     pending = list(paths)
     while pending:
-        batch = pending[:group or PROBE_GROUP]
+        batch = pending[:group]
         described, stderr = _describe_and_scan(batch)
         results.update(described)
         done = len(described)
@@ -586,13 +593,6 @@ def usual_priming(audio: AudioStream) -> int:
 _SIDE_DATA = re.compile(r"(?:([A-Za-z][A-Za-z ]*),\s*)?(\d+),\s*0x[0-9a-f]+")
 
 
-# Files one probing or scanning ffmpeg reads: its start and each input's opening cost
-# more than reading a short part. Measured with ffmpeg 9 on two cores, CPU seconds to
-# scan in groups of 1/4/8/16/32: 120 parts of 2 s (the storm) 3.7/1.3/0.84/0.60/0.48;
-# 16 parts of 30 s (640x360 + AAC) 1.12/0.64/0.51/0.54/-.
-PROBE_GROUP = 16
-
-
 def scan_packets(infos: Mapping[Path, MediaInfo]) -> dict[Path, MediaInfo]:
     """`infos` with each audio and video stream's packets counted and its end measured.
 
@@ -603,9 +603,11 @@ def scan_packets(infos: Mapping[Path, MediaInfo]) -> dict[Path, MediaInfo]:
     means the container does not state the codec's delay: `priming` then assumes
     `USUAL_PRIMING`. A file ffmpeg cannot copy keeps its streams unscanned.
     """
-    scanned = {path: _pcm_measured(info) or info for path, info in infos.items()}
+    pcm = {path: measured for path, info in infos.items()
+           if (measured := _pcm_measured(info)) is not None}
+    scanned = {**infos, **pcm}
     readable = [(path, info) for path, info in infos.items()
-                if (info.audio or info.video) and _pcm_measured(info) is None]
+                if (info.audio or info.video) and path not in pcm]
     for first in range(0, len(readable), PROBE_GROUP):
         scanned.update(_scan_group(readable[first:first + PROBE_GROUP]))
     return scanned
