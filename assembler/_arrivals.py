@@ -20,7 +20,7 @@ from .errors import MediaError
 from .media import PROBE_GROUP, probe_many
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Collection, Iterable
     from pathlib import Path
 
     from .download import DownloadProgress
@@ -40,11 +40,14 @@ class PartArrivals(NoProgress):
     keeping the evidence and letting a rerun fetch it again) and counted as
     lost. Probe jobs start as parts land, at most one per free ffmpeg slot,
     each taking every part waiting: parts landing faster than they are probed
-    are probed together.
+    are probed together. The parts of `surveyed` are also surveyed for stream
+    copy (`MediaInfo.survey`).
     """
 
-    def __init__(self, ffmpeg: FfmpegSlots, events: DownloadProgress | None = None) -> None:
+    def __init__(self, ffmpeg: FfmpegSlots, events: DownloadProgress | None = None, *,
+                 surveyed: Collection[str] = ()) -> None:
         self.files: dict[str, Path] = {}
+        self._surveyed = surveyed  # part ids whose probe also surveys them for stream copy
         self.probes: dict[str, MediaInfo] = {}
         self.lost: dict[str, AssemblerError] = {}
         self._ffmpeg = ffmpeg
@@ -111,7 +114,9 @@ class PartArrivals(NoProgress):
             self._start_jobs()
 
     async def _probe(self, batch: dict[str, Path]) -> None:
-        found = await self._ffmpeg.call(probe_many, list(batch.values()))
+        found = await self._ffmpeg.call(
+            probe_many, list(batch.values()),
+            survey=[path for part_id, path in batch.items() if part_id in self._surveyed])
         for part_id, path in batch.items():
             self._settle(part_id, path, found[path])
 

@@ -29,7 +29,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .errors import CopyNotPossibleError
-from .media import PacketTrace, VideoStream
+from .media import PacketTrace, VideoStream, VideoSurvey
 from .plan import TrackPlan, to_units
 
 __all__ = [
@@ -50,12 +50,14 @@ __all__ = [
     "keyframe_cut",
     "last_frame",
     "lead",
+    "nal_units",
     "parse_h264_headers",
     "part_entry",
     "pieces",
     "real_rate",
     "split_black",
     "stream_blocker",
+    "surveyed_h264",
 ]
 
 # x264 profile names by the SPS's profile_idc: the black filler must not use coding
@@ -146,12 +148,54 @@ class CopyLayout:
     time_base: Fraction
 
 
-def parse_h264_headers(access_unit: bytes) -> H264Headers:
-    """Profile, level and IDR-ness from an Annex B access unit (SPS first bytes, NAL types)."""
-    units = [unit for unit in access_unit.split(b"\x00\x00\x01") if unit]
+def parse_h264_headers(units: Sequence[bytes]) -> H264Headers:
+    """Profile, level and IDR-ness from an access unit's NAL units (SPS first bytes, types)."""
     sps = next((unit for unit in units if unit[0] & 0x1F == _NAL_SPS and len(unit) > 3), None)
     return H264Headers(profile_idc=sps[1] if sps else 0, level_idc=sps[3] if sps else 0,
                        idr=any(unit[0] & 0x1F == _NAL_IDR for unit in units))
+
+
+def surveyed_h264(survey: VideoSurvey) -> tuple[H264Headers, int]:
+    """The headers of a surveyed part's first access unit, and its count of distinct SPS."""
+    length_size, parameter_sets = _extradata_units(survey.extradata)
+    first = parameter_sets + nal_units(survey.first_packet, length_size)
+    sps = {unit for unit in parameter_sets + nal_units(survey.sps_units, length_size)
+           if unit[0] & 0x1F == _NAL_SPS}
+    return parse_h264_headers(first), len(sps)
+
+
+def nal_units(data: bytes, length_size: int | None) -> list[bytes]:
+    """The NAL units of `data`: each after a `length_size`-byte length, or Annex B (None)."""
+    if length_size is None:
+        # Start codes are 00 00 01 or 00 00 00 01: strip the zeros either way leaves.
+        return [unit for part in data.split(b"\x00\x00\x01") if (unit := part.strip(b"\x00"))]
+    units, position = [], 0
+    while position + length_size < len(data):
+        size = int.from_bytes(data[position:position + length_size], "big")
+        position += length_size
+        if size:
+            units.append(data[position:position + size])
+        position += size
+    return units
+
+
+def _extradata_units(extradata: bytes) -> tuple[int | None, list[bytes]]:
+    """(NAL length size, parameter set units) of H.264 extradata: an avcC record (ISO/IEC
+    14496-15 5.3.3.1), or Annex B units as a raw or MPEG-TS stream has (length size None)."""
+    if len(extradata) < 7 or extradata[0] != 1:
+        return None, nal_units(extradata, None)
+    units: list[bytes] = []
+    position = 5
+    for count_bits in (0x1F, 0xFF):  # how many SPS (low 5 bits), then how many PPS
+        if position >= len(extradata):
+            break
+        count = extradata[position] & count_bits
+        position += 1
+        for _ in range(count):  # each a 16-bit size, then the unit
+            size = int.from_bytes(extradata[position:position + 2], "big")
+            units.append(extradata[position + 2:position + 2 + size])
+            position += 2 + size
+    return (extradata[4] & 3) + 1, [unit for unit in units if unit]
 
 
 # --- the decision ------------------------------------------------------------------------

@@ -16,16 +16,16 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 
-from ._copy_layout import PartProbe, parse_h264_headers, stream_blocker
+from ._copy_layout import PartProbe, stream_blocker, surveyed_h264
 from .errors import CopyNotPossibleError
 from .media import (
     FfmpegSlots,
-    H264Survey,
     MediaInfo,
     VideoStream,
+    VideoSurvey,
     file_arg,
     run_ffmpeg,
-    survey_h264,
+    survey_video,
 )
 from .plan import TrackPlan
 
@@ -39,8 +39,10 @@ def probe_parts(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str,
                 scratch: Path, ffmpeg: FfmpegSlots | None = None) -> dict[str, PartProbe]:
     """Probes for `copy_layout`; packets and headers are read only when streams allow copy.
 
-    `ffmpeg`: the run's `--jobs` cap; the caller holds one of its slots, and groups
-    of parts are read side by side on slots free right now (one at a time without it).
+    A part whose probe surveyed it (`MediaInfo.survey`) and holds only video is
+    not read again. `ffmpeg`: the run's `--jobs` cap; the caller holds one of
+    its slots, and groups of the other parts are read side by side on slots
+    free right now (one at a time without it).
     """
     probes = {part_id: PartProbe(path=parts[part_id], video=_video(infos[part_id], part_id))
               for part_id in dict.fromkeys(track.parts)}
@@ -56,22 +58,25 @@ def probe_parts(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str,
         for group in _groups(list(extracts), ffmpeg)], ffmpeg)
     sources = {part_id: (extracts[part_id], 0) if part_id in extracts
                else (probes[part_id].path, probes[part_id].video.index) for part_id in ids}
-    groups = _groups(ids, ffmpeg)
+    surveys = {part_id: survey for part_id in ids
+               if part_id not in extracts and (survey := infos[part_id].survey) is not None}
+    groups = _groups([part_id for part_id in ids if part_id not in surveys], ffmpeg)
     surveyed = _spread([functools.partial(_survey_group, [sources[part_id] for part_id in group],
                                           scratch / f"survey-{number}")
                         for number, group in enumerate(groups)], ffmpeg)
+    for group, results in zip(groups, surveyed, strict=True):
+        surveys.update(zip(group, results, strict=True))
     found: dict[str, PartProbe] = {}
-    for group, surveys in zip(groups, surveyed, strict=True):
-        for part_id, survey in zip(group, surveys, strict=True):
-            packets = survey.packets
-            first_frame = float(min(packets.pts) * packets.time_base) if packets.pts \
-                else infos[part_id].start
-            found[part_id] = PartProbe(
-                path=sources[part_id][0], video=probes[part_id].video, packets=packets,
-                headers=parse_h264_headers(survey.first_access_unit),
-                parameter_sets=len(survey.parameter_sets),
-                start_moved=part_id not in extracts
-                and abs(first_frame - infos[part_id].start) > 1e-3)
+    for part_id in ids:
+        packets = surveys[part_id].packets
+        headers, parameter_sets = surveyed_h264(surveys[part_id])
+        first_frame = float(min(packets.pts) * packets.time_base) if packets.pts \
+            else infos[part_id].start
+        found[part_id] = PartProbe(
+            path=sources[part_id][0], video=probes[part_id].video, packets=packets,
+            headers=headers, parameter_sets=parameter_sets,
+            start_moved=part_id not in extracts
+            and abs(first_frame - infos[part_id].start) > 1e-3)
     return found
 
 
@@ -81,9 +86,9 @@ def _video(info: MediaInfo, part_id: str) -> VideoStream:
     return info.video
 
 
-def _survey_group(streams: Sequence[tuple[Path, int]], scratch: Path) -> list[H264Survey]:
+def _survey_group(streams: Sequence[tuple[Path, int]], scratch: Path) -> list[VideoSurvey]:
     scratch.mkdir()
-    return survey_h264(streams, scratch)
+    return survey_video(streams, scratch)
 
 
 def _groups(ids: Sequence[str], ffmpeg: FfmpegSlots | None) -> list[Sequence[str]]:

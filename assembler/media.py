@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -25,9 +25,9 @@ from typing import ParamSpec, TypeVar
 
 from .errors import FFmpegError, FFmpegNotFoundError, MediaError
 
-__all__ = ["PROBE_GROUP", "AudioStream", "FfmpegSlots", "H264Survey", "MediaInfo", "PacketTrace",
-           "Progress", "VideoStream", "ffmpeg_binary", "file_arg", "probe", "probe_many",
-           "read_packets", "run_ffmpeg", "scan_packets", "setts_sets_duration", "survey_h264"]
+__all__ = ["PROBE_GROUP", "AudioStream", "FfmpegSlots", "MediaInfo", "PacketTrace", "Progress",
+           "VideoStream", "VideoSurvey", "ffmpeg_binary", "file_arg", "probe", "probe_many",
+           "read_packets", "run_ffmpeg", "scan_packets", "setts_sets_duration", "survey_video"]
 
 log = logging.getLogger(__name__)
 
@@ -355,6 +355,21 @@ class PacketTrace:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VideoSurvey:
+    """What stream copy needs of a video stream, read without decoding it.
+
+    Bytes are as the file stores them: for H.264 in MP4 or Matroska `extradata`
+    is an avcC record and NAL units are length-prefixed; in a raw or MPEG-TS
+    stream both are Annex B.
+    """
+
+    packets: PacketTrace  # timestamps as stored, as `read_packets` gives them
+    extradata: bytes  # the codec's private data (b"" when it has none)
+    first_packet: bytes
+    sps_units: bytes  # the stream's in-band H.264 SPS NAL units, nothing else
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MediaInfo:
     """What `ffmpeg -i` tells of a file: container, duration and start (seconds), first streams.
 
@@ -371,6 +386,7 @@ class MediaInfo:
     # A container whose header ends before any packet (a track that never flowed): ffmpeg
     # cannot open it, its streams are unknown, and it is media of length 0.
     header_only: bool = False
+    survey: VideoSurvey | None = None  # of `video`, when asked for and read with the probe
 
     @property
     def holds_nothing(self) -> bool:
@@ -406,30 +422,35 @@ _ROTATION = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.I)
 PROBE_GROUP = 16
 
 
-def probe(path: Path) -> MediaInfo:
-    """Read container, duration and the first audio and video stream of `path`."""
-    result = probe_many([path])[path]
+def probe(path: Path, *, survey: bool = False) -> MediaInfo:
+    """Read container, duration and the first audio and video stream of `path`.
+
+    `survey`: also read what stream copy needs of its video (`MediaInfo.survey`).
+    """
+    result = probe_many([path], survey=[path] if survey else ())[path]
     if isinstance(result, MediaError):
         raise result
     return result
 
 
-def probe_many(paths: Sequence[Path], group: int = PROBE_GROUP
-               ) -> dict[Path, MediaInfo | MediaError]:
+def probe_many(paths: Sequence[Path], group: int = PROBE_GROUP, *,
+               survey: Collection[Path] = ()) -> dict[Path, MediaInfo | MediaError]:
     """Probe many files, one ffmpeg per `group` of them.
 
     That ffmpeg describes each file (its `-i` report) and copies every packet of
     the file's first audio and first video stream (no decoding) into framecrc
-    text, which measures the media itself: see `scan_packets`. It describes its
-    inputs one by one and stops at the first it cannot open; that one gets its
-    error and the rest are probed again. What the one run could not measure (a
-    file with neither stream, a run that failed while copying) is scanned apart.
+    text, which measures the media itself: see `scan_packets`. For each file of
+    `survey` it also keeps what stream copy needs of the video (`VideoSurvey`),
+    so that a part to be copied is read once. It describes its inputs one by one
+    and stops at the first it cannot open; that one gets its error and the rest
+    are probed again. What the one run could not measure (a file with neither
+    stream, a run that failed while copying) is scanned apart, unsurveyed.
     """
     results: dict[Path, MediaInfo | MediaError] = {}
     pending = list(paths)
     while pending:
         batch = pending[:group]
-        described, stderr = _describe_and_scan(batch)
+        described, stderr = _describe_and_scan(batch, survey)
         results.update(described)
         done = len(described)
         if done < len(batch):
@@ -440,17 +461,21 @@ def probe_many(paths: Sequence[Path], group: int = PROBE_GROUP
     return results
 
 
-def _describe_and_scan(batch: Sequence[Path]) -> tuple[dict[Path, MediaInfo], str]:
+def _describe_and_scan(batch: Sequence[Path], survey: Collection[Path]
+                       ) -> tuple[dict[Path, MediaInfo], str]:
     """The files of `batch` ffmpeg described, each measured, and ffmpeg's stderr."""
     options = [_probe_options(path) for path in batch]
     with tempfile.TemporaryDirectory(prefix="assembler-probe-") as name:
-        crc = [Path(name) / f"{number}.crc" for number in range(len(batch))]
+        scratch = Path(name)
+        crc = [scratch / f"{number}.crc" for number in range(len(batch))]
         args = [arg for path, probe_options in zip(batch, options, strict=True)
                 for arg in (*probe_options, "-i", file_arg(path))]
-        for number, probe_options in enumerate(options):
+        for number, (path, probe_options) in enumerate(zip(batch, options, strict=True)):
             if probe_options != _WAV_PROBE:  # a PCM WAV is measured from its header
                 args += ["-map", f"{number}:a:0?", "-map", f"{number}:V:0?", "-c", "copy",
                          "-f", "framecrc", file_arg(crc[number])]
+            if path in survey:
+                args += _survey_outputs(f"{number}:V:0?", scratch, number)
         try:
             stderr, copied = run_ffmpeg(args), True
         except FFmpegError as error:  # a file it cannot open, or nothing to copy at all
@@ -461,12 +486,16 @@ def _describe_and_scan(batch: Sequence[Path]) -> tuple[dict[Path, MediaInfo], st
         measured: dict[Path, MediaInfo] = {}
         unscanned: dict[Path, MediaInfo] = {}
         for number in range(len(sections) // 3):
+            path = batch[number]
             info = _media_info(sections[3 * number + 1], sections[3 * number + 2])
             if copied and crc[number].exists():
-                measured[batch[number]] = _with_packets(
-                    info, crc[number].read_text("ascii", "replace"))
+                text = crc[number].read_text("ascii", "replace")
+                info = _with_packets(info, text)
+                if path in survey and info.video is not None:
+                    info = replace(info, survey=_surveyed(info, text, scratch, number))
+                measured[path] = info
             else:
-                unscanned[batch[number]] = info
+                unscanned[path] = info
     return {**measured, **scan_packets(unscanned)}, stderr
 
 
@@ -686,10 +715,9 @@ def _seconds(time: Fraction | None) -> float | None:
 
 # framecrc lines: stream, dts, pts, duration, size, crc[, F=flags][, side data]. The
 # flags appear only when they are not exactly "key", so a line without them is a keyframe.
-_PACKET = re.compile(r"^\d+,\s*(-?\d+),\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-f]+"
+_PACKET = re.compile(r"^(\d+),\s*(-?\d+),\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-f]+"
                      r"(?:,\s*F=0x([0-9A-Fa-f]+))?", re.M)
-_TRACE_TIME_BASE = re.compile(r"^#tb 0: (\d+)/(\d+)", re.M)
-_TRACE_EXTRADATA = re.compile(r"^#extradata 0:\s*(\d+),\s*(0x[0-9a-f]+)", re.M)
+_TRACE_EXTRADATA = re.compile(r"^#extradata (\d+):\s*(\d+),\s*(0x[0-9a-f]+)", re.M)
 
 
 def read_packets(path: Path, stream: int = 0) -> PacketTrace:
@@ -699,61 +727,100 @@ def read_packets(path: Path, stream: int = 0) -> PacketTrace:
     """
     text = ffmpeg_output(["-copyts", "-i", file_arg(path), "-map", f"0:{stream}", "-c", "copy",
                           "-f", "framecrc", "-"]).decode("ascii", "replace")
-    return _packet_trace(text, f"{path.name}: no packets in stream {stream}")
+    return _packet_trace(text, missing=f"{path.name}: no packets in stream {stream}")
 
 
-def _packet_trace(text: str, missing: str) -> PacketTrace:
-    """A `framecrc` listing as a trace; `MediaError(missing)` when it lists no stream."""
-    time_base = _TRACE_TIME_BASE.search(text)
+def _packet_trace(text: str, *, stream: int = 0, shift: int = 0, missing: str) -> PacketTrace:
+    """Stream `stream` of a `framecrc` listing as a trace; `MediaError(missing)` when absent.
+
+    `shift`: microseconds ffmpeg moved the file's timestamps by (without `-copyts`,
+    minus the file's start), taken back off to give them as stored.
+    """
+    time_base = next((Fraction(int(found[2]), int(found[3]))
+                      for found in _CRC_TIME_BASE.finditer(text) if int(found[1]) == stream),
+                     None)
     if time_base is None:
         raise MediaError(missing)
-    packets = _PACKET.findall(text)
-    extradata = _TRACE_EXTRADATA.search(text)
+    ticks = _ticks(shift, time_base)
+    packets = [packet[1:] for packet in _PACKET.findall(text) if int(packet[0]) == stream]
+    extradata = _extradata_line(text, stream)
     return PacketTrace(
-        time_base=Fraction(int(time_base[1]), int(time_base[2])),
-        extradata=f"{extradata[1]} bytes, crc {extradata[2]}" if extradata else None,
-        dts=tuple(int(packet[0]) for packet in packets),
-        pts=tuple(int(packet[1]) for packet in packets),
+        time_base=time_base,
+        extradata=f"{extradata[0]} bytes, crc {extradata[1]}" if extradata else None,
+        dts=tuple(_unshifted(int(packet[0]), ticks) for packet in packets),
+        pts=tuple(_unshifted(int(packet[1]), ticks) for packet in packets),
         duration=tuple(int(packet[2]) for packet in packets),
         keyframe=tuple(not packet[3] or bool(int(packet[3], 16) & 1) for packet in packets),
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class H264Survey:
-    """What one read of an H.264 stream shows without decoding it."""
-
-    packets: PacketTrace
-    first_access_unit: bytes  # Annex B, parameter sets (SPS/PPS) in front
-    # Every distinct SPS, in-band ones included: more than one means the stream
-    # changes size or format midway.
-    parameter_sets: frozenset[bytes]
+def _extradata_line(text: str, stream: int) -> tuple[int, str] | None:
+    """(size, crc) of stream `stream`'s codec extradata in a framecrc listing."""
+    return next(((int(found[2]), found[3]) for found in _TRACE_EXTRADATA.finditer(text)
+                 if int(found[1]) == stream), None)
 
 
-def survey_h264(streams: Sequence[tuple[Path, int]], scratch: Path) -> list[H264Survey]:
+def _ticks(microseconds: int, time_base: Fraction) -> int:
+    """`microseconds` in `time_base` units, rounded half away from zero as ffmpeg does."""
+    exact = Fraction(microseconds, 1_000_000) / time_base
+    return int(exact + (Fraction(1, 2) if exact >= 0 else Fraction(-1, 2)))
+
+
+def _unshifted(timestamp: int, ticks: int) -> int:
+    return timestamp if timestamp == _NO_PTS else timestamp - ticks
+
+
+def _surveyed(info: MediaInfo, text: str, scratch: Path, number: int) -> VideoSurvey | None:
+    """The survey of input `number` of a probe, whose framecrc `text` lists audio first."""
+    try:
+        # Without -copyts ffmpeg moved every timestamp by minus the file's start.
+        return _read_survey(text, scratch, number, stream=1 if info.audio else 0,
+                            shift=-round(info.start * 1_000_000), missing="")
+    except (OSError, MediaError):  # not kept: stream copy will read the part itself
+        return None
+
+
+def _survey_outputs(stream: str, scratch: Path, number: int) -> list[str]:
+    """ffmpeg outputs keeping, under `scratch`, what `_read_survey` reads of `stream`.
+
+    Both copy packets as they are, with no decoding and whatever the codec: the
+    first packet with the codec's extradata in front, and the in-band H.264 SPS
+    NAL units (type 7) alone. `filter_units` takes the codecs ffmpeg can split
+    into units (H.264, H.265, VP8, VP9, AV1, ...); with any other the run fails.
+    """
+    source = ["-map", stream, "-c", "copy"]
+    return [*source, "-frames:v", "1", "-bsf:v", "dump_extra=freq=all", "-f", "data",
+            file_arg(scratch / f"{number}.first"),
+            *source, "-bsf:v", "filter_units=pass_types=7", "-f", "data",
+            file_arg(scratch / f"{number}.sps")]
+
+
+def _read_survey(text: str, scratch: Path, number: int, *, stream: int, shift: int,
+                 missing: str) -> VideoSurvey:
+    """The survey `_survey_outputs` wrote, its packets stream `stream` of framecrc `text`."""
+    packets = _packet_trace(text, stream=stream, shift=shift,
+                            missing=f"{missing}: no packets in its video stream")
+    extradata = _extradata_line(text, stream)
+    first = (scratch / f"{number}.first").read_bytes()
+    # dump_extra leaves out the extradata when the packet already starts with it.
+    size = extradata[0] if extradata else 0
+    return VideoSurvey(packets=packets, extradata=first[:size], first_packet=first[size:],
+                       sps_units=(scratch / f"{number}.sps").read_bytes())
+
+
+def survey_video(streams: Sequence[tuple[Path, int]], scratch: Path) -> list[VideoSurvey]:
     """Survey each (file, video stream index) of `streams` with one ffmpeg reading each once.
 
-    Each input feeds three outputs written under `scratch`: its packets
-    (`framecrc`, with `-copyts` as `read_packets`), its first access unit and
-    its SPS NAL units. One ffmpeg start costs more than surveying a small part.
+    For a file `probe_many` could not survey, or a video-only extract of one.
+    Raises `FFmpegError` when a file cannot be read or its codec cannot be split
+    into units (see `_survey_outputs`).
     """
     args = ["-y", "-copyts"] + [arg for path, _ in streams for arg in ("-i", file_arg(path))]
-    for index, (_, stream) in enumerate(streams):
-        source = ["-map", f"{index}:{stream}", "-c", "copy"]
-        annexb = [*source, "-bsf:v"]
-        args += [*source, "-f", "framecrc", file_arg(scratch / f"{index}.crc"),
-                 *annexb, "h264_mp4toannexb", "-frames:v", "1", "-f", "h264",
-                 file_arg(scratch / f"{index}.au"),
-                 *annexb, "h264_mp4toannexb,filter_units=pass_types=7", "-f", "h264",
-                 file_arg(scratch / f"{index}.sps")]
+    for number, (_, stream) in enumerate(streams):
+        args += ["-map", f"{number}:{stream}", "-c", "copy", "-f", "framecrc",
+                 file_arg(scratch / f"{number}.crc"),
+                 *_survey_outputs(f"{number}:{stream}", scratch, number)]
     run_ffmpeg(args)
-    surveys = []
-    for index, (path, stream) in enumerate(streams):
-        text = (scratch / f"{index}.crc").read_text("ascii", "replace")
-        units = (scratch / f"{index}.sps").read_bytes().split(b"\x00\x00\x01")
-        surveys.append(H264Survey(
-            packets=_packet_trace(text, f"{path.name}: no packets in stream {stream}"),
-            first_access_unit=(scratch / f"{index}.au").read_bytes(),
-            # Start codes are 00 00 01 or 00 00 00 01: strip the zeros either way leaves.
-            parameter_sets=frozenset(unit.strip(b"\x00") for unit in units) - {b""}))
-    return surveys
+    return [_read_survey((scratch / f"{number}.crc").read_text("ascii", "replace"), scratch,
+                         number, stream=0, shift=0, missing=path.name)
+            for number, (path, _) in enumerate(streams)]

@@ -348,7 +348,7 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
               for track in plan.tracks}
     kept = _kept_tracks(plan, previous, inputs)
     to_make = [track for track in plan.tracks if track.path not in kept]
-    arrivals = PartArrivals(ffmpeg, events)
+    arrivals = PartArrivals(ffmpeg, events, surveyed=_may_copy(to_make, options.render))
     # Tracks render as their own parts are in and probed, while other parts download.
     rendering = asyncio.ensure_future(
         _render_all(to_make, arrivals, out_dir, options.render, events, ffmpeg))
@@ -383,6 +383,14 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
         drop_parts(out_dir / PARTS_DIR, plan.part_files)
     return RunOutcome(report=report, download_failures=arrivals.lost,
                       render_failures=render_failures, kept=_kept_paths(report, previous))
+
+
+def _may_copy(tracks: Sequence[TrackPlan], render: RenderSettings) -> frozenset[str]:
+    """The parts of the video tracks that stream copy may make: their probe surveys them."""
+    if render.video_strategy == "encode":
+        return frozenset()
+    return frozenset(part_id for track in tracks if track.kind != "audio"
+                     for part_id in track.parts)
 
 
 def _kept_tracks(plan: Plan, previous: PreviousRun, inputs: Mapping[str, str]

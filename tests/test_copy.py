@@ -27,10 +27,12 @@ from assembler._copy_layout import (
     cut_packets,
     entries,
     keyframe_cut,
+    nal_units,
     parse_h264_headers,
     pieces,
     real_rate,
     split_black,
+    surveyed_h264,
 )
 from assembler._copy_probe import probe_parts
 from assembler.errors import CopyNotPossibleError
@@ -39,9 +41,12 @@ from assembler.media import (
     MediaInfo,
     PacketTrace,
     VideoStream,
+    VideoSurvey,
     file_arg,
     probe,
+    probe_many,
     read_packets,
+    survey_video,
 )
 from assembler.plan import Slot, TrackPlan, place, to_units
 from assembler.render import RenderedTrack, RenderSettings, render_track
@@ -337,11 +342,49 @@ def test_real_rate_reads_the_timestamps(steps: list[int], rate: Fraction) -> Non
     assert real_rate(packets) == rate
 
 
+SPS, PPS, IDR = b"\x67\x42\xc0\x1e\xda", b"\x68\xce", b"\x65\x88\x84"
+
+
 def test_parse_h264_headers() -> None:
-    unit = (b"\x00\x00\x00\x01\x67\x42\xc0\x1e\xda" + b"\x00\x00\x00\x01\x68\xce"
-            + b"\x00\x00\x01\x65\x88\x84")
-    headers = parse_h264_headers(unit)
+    headers = parse_h264_headers([SPS, PPS, IDR])
     assert (headers.profile_idc, headers.level_idc, headers.idr) == (66, 30, True)
+
+
+def avcc(*sps: bytes) -> bytes:
+    """An avcC record (4-byte NAL lengths) holding `sps` and PPS."""
+    units = b"".join(len(unit).to_bytes(2, "big") + unit for unit in sps)
+    return (bytes([1, 66, 0xC0, 30, 0xFF, 0xE0 | len(sps)]) + units
+            + bytes([1]) + len(PPS).to_bytes(2, "big") + PPS)
+
+
+def prefixed(*units: bytes) -> bytes:
+    return b"".join(len(unit).to_bytes(4, "big") + unit for unit in units)
+
+
+OTHER_SPS = b"\x67\x42\xc0\x1f\xdb"  # another size or level
+
+
+@pytest.mark.parametrize(("survey", "parameter_sets"), [
+    # MP4/Matroska: an avcC and length-prefixed units; in-band SPS repeating the avcC's.
+    ({"extradata": avcc(SPS), "first_packet": prefixed(IDR), "sps_units": prefixed(SPS)}, 1),
+    ({"extradata": avcc(SPS), "first_packet": prefixed(SPS, PPS, IDR),
+      "sps_units": prefixed(SPS, OTHER_SPS)}, 2),
+    # A raw or MPEG-TS stream: Annex B throughout, 3- and 4-byte start codes.
+    ({"extradata": b"\x00\x00\x00\x01" + SPS + b"\x00\x00\x01" + PPS,
+      "first_packet": b"\x00\x00\x00\x01" + IDR, "sps_units": b""}, 1),
+    ({"extradata": b"", "first_packet": b"\x00\x00\x01" + SPS + b"\x00\x00\x01" + IDR,
+      "sps_units": b"\x00\x00\x01" + SPS + b"\x00\x00\x01" + OTHER_SPS}, 2),
+], ids=["avcc", "avcc-changes", "annex-b", "annex-b-in-band"])
+def test_surveyed_h264_reads_either_framing(survey: dict[str, bytes],
+                                            parameter_sets: int) -> None:
+    headers, found = surveyed_h264(VideoSurvey(packets=trace([0]), **survey))
+    assert (headers.profile_idc, headers.level_idc, headers.idr) == (66, 30, True)
+    assert found == parameter_sets
+
+
+def test_nal_units_stop_at_a_cut_short_packet() -> None:
+    assert nal_units(prefixed(SPS, IDR)[:-1], 4) == [SPS, IDR[:-1]]
+    assert nal_units(b"\x00\x00", 4) == []
 
 
 # --- end to end: real ffmpeg --------------------------------------------------------------
@@ -367,7 +410,9 @@ def make_webcam_part(path: Path, *, seconds: float, colour: str, vfr: bool = Fal
 
 
 def render(plan: TrackPlan, parts: dict[str, Path], out: Path, strategy: str) -> RenderedTrack:
-    probes: dict[str, MediaInfo] = {part_id: probe(path) for part_id, path in parts.items()}
+    # Surveyed as a run's probe surveys a video part: copy reads only parts with audio again.
+    probes: dict[str, MediaInfo] = {part_id: probe(path, survey=True)
+                                    for part_id, path in parts.items()}
     return render_track(plan, parts, probes, out,
                         RenderSettings(video_strategy=strategy))  # type: ignore[arg-type]
 
@@ -535,6 +580,44 @@ def test_parts_are_read_once_many_per_ffmpeg_on_spare_slots(
         assert found.parameter_sets == 1
     assert probes["magenta0"].path.parent == tmp_path  # the video-only extract
     assert probes["cyan1"].path == b_frame_parts["cyan"]
+
+
+def test_a_probe_surveys_a_part_as_reading_it_alone_would(
+        b_frame_parts: dict[str, Path], tmp_path: Path) -> None:
+    # Timestamps as stored whatever the file's start: B-frames (negative dts), audio
+    # before the video, Matroska moved 1.5 s on, MPEG-TS (Annex B, starts at 1.4 s).
+    moved = tmp_path / "moved.mkv"
+    ffmpeg(["-y", "-i", file_arg(b_frame_parts["cyan"]), "-c", "copy", "-output_ts_offset",
+            "1.5", file_arg(moved)])
+    files = [*b_frame_parts.values(), moved,
+             make_webcam_part(tmp_path / "cam.ts", seconds=1.0, colour="red")]
+    infos = probe_many(files, survey=files)
+    for number, path in enumerate(files):
+        info = infos[path]
+        assert isinstance(info, MediaInfo), path.name
+        assert info.video is not None
+        scratch = tmp_path / str(number)
+        scratch.mkdir()
+        (alone,) = survey_video([(path, info.video.index)], scratch)
+        assert info.survey == alone, path.name
+        assert alone.packets == read_packets(path, info.video.index)
+    assert infos[moved].start == 1.5  # type: ignore[union-attr]
+
+
+def test_a_part_ffmpeg_cannot_survey_is_probed_all_the_same(b_frame_parts: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    # filter_units splits no MPEG-4 Part 2: that group is probed without its surveys.
+    mpeg4 = tmp_path / "cam.mp4"
+    ffmpeg(["-y", "-f", "lavfi", "-i", "testsrc=s=160x120:r=30:d=1", "-c:v", "mpeg4",
+            file_arg(mpeg4)])
+    files = [b_frame_parts["cyan"], mpeg4]
+    infos = probe_many(files, survey=files)
+    for path in files:
+        info = infos[path]
+        assert isinstance(info, MediaInfo)
+        assert info.video is not None
+        assert info.survey is None
+        assert info.video.packets == (30 if path == mpeg4 else 60)
 
 
 def test_spare_slots_take_only_what_is_free_now() -> None:
