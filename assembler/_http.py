@@ -1,10 +1,10 @@
-"""The HTTP edge of the download stage: one session's settings, the retry rule, status meanings.
+"""The HTTP edge of the download stage: one session, the retry rule, what statuses mean.
 
-Private to `assembler.download`, which re-exports `DownloadSettings` and
-`is_retryable`. Retries use tenacity's full-jitter exponential backoff, or the
-server's Retry-After, each wait capped at `max_backoff`; `is_retryable` alone
-decides what is retried. `translated` alone turns aiohttp and OS errors into
-`DownloadError`s, whose messages show URLs only through `redact_url`.
+Private to the download stage (`_fetch`, for `assembler.download`). Retries use
+tenacity's full-jitter exponential backoff, or the server's Retry-After, each
+wait capped at `max_backoff`; `is_retryable` alone decides what is retried.
+`translated` alone turns aiohttp and OS errors into `DownloadError`s, whose
+messages show URLs only through `redact_url`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
@@ -24,16 +24,17 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_ran
 from .errors import (
     DownloadError,
     HTTPStatusError,
-    InputError,
     LinkExpiredError,
     NotMediaError,
-    StorageError,
     TransferError,
     redact_url,
+    storage_error,
 )
 
+if TYPE_CHECKING:
+    from .download import DownloadSettings
+
 __all__ = [
-    "DownloadSettings",
     "Target",
     "check_status",
     "content_range",
@@ -61,40 +62,6 @@ _PAGE_TYPES = ("text/html", "application/xml", "text/xml")
 # S3 (plain and STS-signed), GCS and R2 ways of saying a signed link has expired.
 _EXPIRED_MARKERS = ("Request has expired", "<Code>ExpiredToken</Code>",
                     "<Code>ExpiredRequest</Code>")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DownloadSettings:
-    """How downloads run.
-
-    `read_timeout` bounds the silence between two reads, not a whole transfer.
-    `max_backoff` caps every single wait, Retry-After included: a server asking
-    for longer is asked again after `max_backoff`, which spends an attempt.
-    `backoff_base` is the first backoff window; each retry doubles it.
-    """
-
-    concurrency: int = 8
-    retries: int = 5
-    connect_timeout: float = 30.0
-    read_timeout: float = 60.0
-    max_backoff: float = 30.0
-    backoff_base: float = 1.0
-    chunk_size: int = 1 << 20
-
-    def __post_init__(self) -> None:
-        rules = (
-            ("concurrency", self.concurrency, self.concurrency >= 1, "at least 1"),
-            ("retries", self.retries, self.retries >= 0, "0 or more"),
-            ("connect_timeout", self.connect_timeout, self.connect_timeout > 0, "above 0"),
-            ("read_timeout", self.read_timeout, self.read_timeout > 0, "above 0"),
-            ("max_backoff", self.max_backoff, self.max_backoff >= 0, "0 or more"),
-            ("backoff_base", self.backoff_base, self.backoff_base >= 0, "0 or more"),
-            ("chunk_size", self.chunk_size, self.chunk_size >= 1, "at least 1"),
-        )
-        problems = [f"{name} must be {want}, not {value!r}" for name, value, ok, want in rules
-                    if not ok]
-        if problems:
-            raise InputError("download settings: " + "; ".join(problems))
 
 
 @dataclass(slots=True)
@@ -138,8 +105,7 @@ def translated(target: Target) -> Iterator[None]:
         raise TransferError(target.part_id, f"{target.label}: connection to {where} failed "
                             f"({type(exc).__name__})") from exc
     except OSError as exc:  # what is left is the disk: aiohttp's OSErrors are ClientErrors
-        raise StorageError(target.part_id, f"{target.label}: cannot write "
-                           f"{exc.filename or 'to disk'}: {exc.strerror or exc}") from exc
+        raise storage_error(target.part_id, target.label, exc) from exc
 
 
 def is_retryable(error: BaseException | None, attempt: int) -> bool:

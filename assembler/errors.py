@@ -58,6 +58,7 @@ __all__ = [
     "UsageError",
     "one_line",
     "redact_url",
+    "storage_error",
 ]
 
 
@@ -169,6 +170,12 @@ class NotMediaError(DownloadError):
 
 class StorageError(DownloadError):
     """A part, track or report could not be written to disk (no space, read-only, permissions)."""
+
+
+def storage_error(part_id: str, label: str, error: OSError) -> StorageError:
+    """The disk failing a part's or document's download; `label` ("part X") starts the message."""
+    return StorageError(part_id, f"{label}: cannot write {error.filename or 'to disk'}: "
+                        f"{error.strerror or error}")
 
 
 class RenderError(AssemblerError):

@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import web
 
-from assembler._http import parse_retry_after
+from assembler._http import is_retryable, parse_retry_after
 from assembler.download import (
     DownloadResults,
     DownloadSettings,
     PartDownload,
     download_parts,
     fetch_document,
-    is_retryable,
 )
 from assembler.errors import (
     DownloadError,

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import threading
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
 from assembler import errors
-from assembler.deliverables import DeliverableOptions
+from assembler.deliverables import DeliverableOptions, registry
 from assembler.manifest import Sources
 from assembler.media import FfmpegSlots
 from assembler.pipeline import NOT_IN_FINGERPRINT, RunOptions, inputs_fingerprint
@@ -96,6 +97,26 @@ def test_a_run_loads_the_deliverables_only_to_make_them() -> None:
     loaded = _imported_after("import assembler.pipeline")
     assert "assembler.deliverables" in loaded
     assert not {"opentimelineio", "assembler.deliverables.timeline"} & loaded
+
+
+@pytest.mark.parametrize("options", [
+    DeliverableOptions(captions=("vtt",)), DeliverableOptions(timeline=("otio",)),
+    DeliverableOptions(mix=True), DeliverableOptions(av=True), DeliverableOptions(archive=True)],
+    ids=["captions", "timeline", "mix", "av", "archive"])
+def test_options_asking_for_a_deliverable_are_asked(options: DeliverableOptions) -> None:
+    assert not DeliverableOptions().asked
+    assert options.asked
+    assert [deliverable.wanted(options) for deliverable in registry()].count(True) == 1
+
+
+def test_a_run_loads_its_http_client_only_to_fetch(tmp_path: Path) -> None:
+    assert "aiohttp" not in _imported_after("import assembler.pipeline")
+    (tmp_path / "a.wav").write_bytes(b"RIFF")  # whole already: not asked for again
+    fetch = ("import asyncio, pathlib; from assembler.download import PartDownload, "
+             "download_parts; found = asyncio.run(download_parts([PartDownload(part_id='a', "
+             f"url='http://127.0.0.1:9/a', filename='a.wav')], pathlib.Path({str(tmp_path)!r})))"
+             "; assert list(found.files) == ['a'] and not found.failures")
+    assert "aiohttp" not in _imported_after(fetch)
 
 
 def test_batch_does_not_import_the_cli() -> None:
