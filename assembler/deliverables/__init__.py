@@ -56,6 +56,11 @@ class DeliverableOptions:
         if not -70.0 <= self.loudness <= -5.0:
             raise ValueError("loudness must be between -70 and -5 LUFS")
 
+    @property
+    def asked(self) -> bool:
+        """Whether any deliverable is asked for: if none, no deliverable module is loaded."""
+        return bool(self.captions or self.timeline or self.mix or self.av or self.archive)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Output:
@@ -174,7 +179,9 @@ async def make_deliverables(context: DeliverableContext, ffmpeg: FfmpegSlots,
     """
     made = _Made()
     base = outputs_base(context)
-    for deliverable in registry() if deliverables is None else deliverables:
+    if deliverables is None:
+        deliverables = registry() if context.options.asked else ()
+    for deliverable in deliverables:
         if not deliverable.wanted(context.options):
             continue
         now = replace(context, made=tuple(made.entries),
