@@ -148,7 +148,9 @@ def _find_ffmpeg() -> tuple[str, str]:
             _warn_old(chosen, line, "tracks may be misaligned")
         return chosen, line
     older: tuple[str, str] | None = None
-    for binary in (shutil.which("ffmpeg"), _wheel_ffmpeg()):
+    # The wheel's binary is looked up only when PATH has no usable one: imageio runs it once.
+    for find in (functools.partial(shutil.which, "ffmpeg"), _wheel_ffmpeg):
+        binary = find()
         line = _version_line(binary) if binary else None
         if binary is None or line is None:
             continue
