@@ -20,6 +20,7 @@ Rules:
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -84,6 +85,9 @@ class Slot:
     start: Fraction
     end: Fraction
     cut_at_end: bool = False  # the timeline ends before the declared slot does
+    # Where on the timeline the part's media begins, when before `start`: the part
+    # resumes after a later part inside it ended. None: at `start`.
+    origin: Fraction | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +97,9 @@ class Segment:
     start: int
     length: int
     part_id: str | None = None  # None: a gap of silence or black
-    offset: int = 0  # units of the part's media skipped: its slot started before 0
+    # Units of the part's media skipped: its slot started before 0, or it resumes after
+    # a later part inside it.
+    offset: int = 0
 
     @property
     def end(self) -> int:
@@ -193,20 +199,21 @@ def place(slots: Sequence[Slot], length: int, rate: Fraction) -> tuple[Segment, 
 
     Slots must not overlap (see `resolve_overlaps`); a slot that rounds to zero
     units or starts at or past the end is left out. A slot that starts before 0
-    is cut at 0: its segment's `offset` skips that much of its media.
+    is cut at 0, and a slot whose media begins before it (`origin`) plays from
+    there: its segment's `offset` skips that much of its media.
     """
     segments: list[Segment] = []
     cursor = 0
     for slot in slots:
-        declared = to_units(slot.start, rate)
-        start = min(max(declared, 0), length)
+        start = min(max(to_units(slot.start, rate), 0), length)
         end = min(to_units(slot.end, rate), length)
         if end <= start:
             continue
         if start > cursor:
             segments.append(Segment(start=cursor, length=start - cursor))
+        origin = to_units(slot.start if slot.origin is None else slot.origin, rate)
         segments.append(Segment(start=start, length=end - start, part_id=slot.part_id,
-                                offset=start - declared))
+                                offset=start - origin))
         cursor = end
     if cursor < length:
         segments.append(Segment(start=cursor, length=length - cursor))
@@ -216,34 +223,75 @@ def place(slots: Sequence[Slot], length: int, rate: Fraction) -> tuple[Segment, 
 def resolve_overlaps(
     slots: Iterable[Slot], duration: Fraction
 ) -> tuple[tuple[Slot, ...], list[PlanWarning]]:
-    """Sort slots, cut each where the next starts (the later start wins) and at `duration`."""
-    # Python's sort is stable: equal starts keep manifest order, and the later one wins.
-    ordered = sorted(slots, key=lambda slot: slot.start)
+    """The slots as they play, in order, none overlapping and none past `duration`.
+
+    Where parts overlap, the one that started last plays (on equal starts, the
+    one listed later); an earlier part resumes from its own media's point where
+    a later part inside it ends (`Slot.origin`), so none of its media is lost.
+    """
+    listed = list(slots)
     # A part of no length places nothing, and must not cut the part before it either.
     warnings = [PlanWarning(part_id=slot.part_id, message="lasts 0 s; left out")
-                for slot in ordered if slot.end <= slot.start]
-    ordered = [slot for slot in ordered if slot.end > slot.start]
+                for slot in listed if slot.end <= slot.start]
+    pieces = _playing(listed)
     kept: list[Slot] = []
-    for index, slot in enumerate(ordered):
-        end = slot.end
-        following = ordered[index + 1] if index + 1 < len(ordered) else None
-        if following is not None and following.start < end:
-            end = following.start
-            warnings.append(PlanWarning(
-                part_id=slot.part_id,
-                message=f"overlaps part {following.part_id}; cut at {float(end):g} s"))
+    for number, (index, start, end) in enumerate(pieces):
+        slot = listed[index]
+        before = listed[pieces[number - 1][0]] if number else None
+        after = listed[pieces[number + 1][0]] if number + 1 < len(pieces) else None
+        if start > slot.start and before is not None and start < duration:
+            warnings.append(PlanWarning(part_id=slot.part_id, message=(
+                f"resumes at {float(start):g} s, where part {before.part_id} inside it ends")))
+        if end < slot.end and after is not None and end < duration:
+            warnings.append(PlanWarning(part_id=slot.part_id, message=(
+                f"overlaps part {after.part_id}; cut at {float(end):g} s")))
+        if start >= duration:
+            if start == slot.start:
+                warnings.append(PlanWarning(part_id=slot.part_id, message=(
+                    f"starts at {float(start):g} s, after the timeline end; left out")))
+            continue
         if end > duration:
-            if slot.start >= duration:
-                warnings.append(PlanWarning(
-                    part_id=slot.part_id,
-                    message=f"starts at {float(slot.start):g} s, after the timeline end; left out"))
-                continue
             end = duration
             warnings.append(PlanWarning(
                 part_id=slot.part_id, message=f"cut at the timeline end, {float(duration):g} s"))
-        if end > slot.start:
-            kept.append(replace(slot, end=end, cut_at_end=slot.end > duration))
+        kept.append(replace(slot, start=start, end=end, cut_at_end=slot.end > duration,
+                            origin=None if start == slot.start else slot.start))
+    playing = {index for index, _, _ in pieces}
+    for index, slot in enumerate(listed):
+        if slot.end > slot.start and index not in playing:
+            warnings.append(PlanWarning(part_id=slot.part_id, message=(
+                "hidden by later parts over its whole slot; left out")))
     return tuple(kept), warnings
+
+
+def _playing(slots: Sequence[Slot]) -> list[tuple[int, Fraction, Fraction]]:
+    """(index in `slots`, start, end) of each run of one part playing, in time order.
+
+    At every moment the slot started last plays (equal starts: the one listed
+    later). A sweep over the slots' edges with a heap of those started.
+    """
+    edges = sorted({edge for slot in slots if slot.end > slot.start
+                    for edge in (slot.start, slot.end)})
+    by_start = sorted((index for index, slot in enumerate(slots) if slot.end > slot.start),
+                      key=lambda index: slots[index].start)
+    started: list[tuple[Fraction, int]] = []  # (-start, -index): the top plays
+    pieces: list[tuple[int, Fraction, Fraction]] = []
+    waiting = 0
+    for left, right in itertools.pairwise(edges):
+        while waiting < len(by_start) and slots[by_start[waiting]].start <= left:
+            index = by_start[waiting]
+            heapq.heappush(started, (-slots[index].start, -index))
+            waiting += 1
+        while started and slots[-started[0][1]].end <= left:  # ended: no longer plays
+            heapq.heappop(started)
+        if not started:
+            continue
+        index = -started[0][1]
+        if pieces and pieces[-1][0] == index and pieces[-1][2] == left:
+            pieces[-1] = (index, pieces[-1][1], right)
+        else:
+            pieces.append((index, left, right))
+    return pieces
 
 
 def _timestamps(documents: Documents) -> Iterator[Timestamp]:

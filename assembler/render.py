@@ -121,23 +121,37 @@ class _Placed:
     lead: int  # gap before the part: only the track's first part has one
     length: int
     tail: int  # gap after the part, up to the next part or the track's end
-    offset: int = 0  # units of the part's media skipped (its slot started before 0)
+    offset: int = 0  # units of the part's media skipped (see `Segment.offset`)
+    # Units of the part's media this run needs, when the part plays again later in
+    # the track: this run's input stops reading there (and is not the later one's).
+    until: int | None = None
 
 
 def _placements(track: TrackPlan) -> list[_Placed]:
     # Gaps ride on their neighbouring part (apad/tpad), so a track needs one
-    # ffmpeg input per part and none per gap, however many gaps it has.
+    # ffmpeg input per run of a part and none per gap, however many gaps it has.
     placed: list[_Placed] = []
     lead = 0
-    for segment in track.segments:
+    for number, segment in enumerate(track.segments):
         if segment.part_id is not None:
+            again = any(later.part_id == segment.part_id
+                        for later in track.segments[number + 1:])
             placed.append(_Placed(segment.part_id, 0 if placed else lead, segment.length, 0,
-                                  segment.offset))
+                                  segment.offset,
+                                  segment.offset + segment.length if again else None))
         elif placed:
             placed[-1] = replace(placed[-1], tail=segment.length)
         else:
             lead = segment.length
     return placed
+
+
+def _input_options(placed: _Placed, rate: Fraction) -> dict[str, str]:
+    """`-t` for a run of a part that plays again later: a second read would start over.
+
+    A second past what the run shows: the graph cuts it on its unit exactly.
+    """
+    return {} if placed.until is None else {"t": f"{float(placed.until / rate) + 1:.6f}"}
 
 
 def audio_channels(probes: Mapping[str, MediaInfo], audio_format: str) -> int:
@@ -157,17 +171,23 @@ def is_empty(info: MediaInfo, kind: str) -> bool:
     return info.holds_nothing or (stream is not None and stream.packets == 0)
 
 
-def _audio_input(path: Path, info: MediaInfo, layout: str) -> Any:
-    """A part's audio stream; silence for a part without packets (the slot cuts it)."""
+def _audio_input(path: Path, info: MediaInfo, layout: str, placed: _Placed) -> Any:
+    """A run of a part's audio, from `placed.offset` on; silence for a part without packets
+    (the slot cuts it).
+
+    Its timestamps are moved back by what goes unplayed, and aresample's first_pts
+    then drops what falls before 0: a container that does not state the codec's
+    delay starts `priming` samples (the encoder's) before the file's 0, and a
+    run with an offset that much later again.
+    """
     audio = info.audio
     if audio is None or is_empty(info, "audio"):
         return ffmpeg.input(f"anullsrc=r={AUDIO_RATE}:cl={layout}", f="lavfi").audio
-    if not audio.priming:
-        return ffmpeg.input(file_arg(path)).audio
-    # The container does not state the codec's delay: the decoder's first `priming`
-    # samples are the encoder's, so the media starts that much before the file's 0
-    # (aresample's first_pts then drops them).
-    return ffmpeg.input(file_arg(path), itsoffset=f"{-audio.priming / audio.sample_rate:.6f}").audio
+    unplayed = Fraction(audio.priming, audio.sample_rate) + Fraction(placed.offset, AUDIO_RATE)
+    options = _input_options(placed, Fraction(AUDIO_RATE))
+    if unplayed:
+        options["itsoffset"] = f"{-float(unplayed):.6f}"
+    return ffmpeg.input(file_arg(path), **options).audio
 
 
 def _audio_graph(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[str, MediaInfo],
@@ -175,7 +195,7 @@ def _audio_graph(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
     """The track's audio, exactly `track.length` samples: parts placed, silence between."""
     pieces = []
     for placed in _placements(track):
-        stream = (_audio_input(parts[placed.part_id], probes[placed.part_id], layout)
+        stream = (_audio_input(parts[placed.part_id], probes[placed.part_id], layout, placed)
                   # Timestamps are the truth inside a part too: a gap in them (packets lost,
                   # a mute) becomes silence, and audio that starts late in its file starts
                   # late in its slot. Any difference over 1 ms is filled or dropped at once
@@ -185,9 +205,6 @@ def _audio_graph(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
                           min_hard_comp=0.001)
                   .filter("aformat", sample_fmts="fltp", sample_rates=AUDIO_RATE,
                           channel_layouts=layout))
-        if placed.offset:  # the slot started before the recording: play from that far in
-            stream = (stream.filter("atrim", start_sample=placed.offset)
-                      .filter("asetpts", "PTS-STARTPTS"))
         stream = (stream
                   # The slot is the truth: pad short media, then cut at the slot's end.
                   .filter("apad", whole_len=placed.length)
@@ -252,13 +269,15 @@ def video_size(probes: Mapping[str, MediaInfo], max_height: int | None = None
     return width + width % 2, height + height % 2
 
 
-def _video_input(path: Path, info: MediaInfo, size: tuple[int, int], rate: str) -> Any:
+def _video_input(path: Path, info: MediaInfo, size: tuple[int, int], placed: _Placed,
+                 rate: Fraction) -> Any:
     """A part's video stream; black for a part without packets (the slot cuts it)."""
     if is_empty(info, "video"):
-        return ffmpeg.input(f"color=c=black:s={size[0]}x{size[1]}:r={rate}", f="lavfi").video
+        return ffmpeg.input(f"color=c=black:s={size[0]}x{size[1]}:r={_rate_text(rate)}",
+                            f="lavfi").video
     # A part may change resolution midway (WebRTC adapts to bandwidth); rebuilding the
     # whole graph then would restart every trim and concat: let `scale` absorb it.
-    return ffmpeg.input(file_arg(path), reinit_filter=0).video
+    return ffmpeg.input(file_arg(path), reinit_filter=0, **_input_options(placed, rate)).video
 
 
 def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path],
@@ -269,7 +288,8 @@ def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path],
     rate = _rate_text(track.rate)
     pieces = []
     for placed in _placements(track):
-        stream = (_video_input(parts[placed.part_id], probes[placed.part_id], size, rate)
+        stream = (_video_input(parts[placed.part_id], probes[placed.part_id], size, placed,
+                               track.rate)
                   # Timestamps from the part's first frame, then a constant rate.
                   .filter("setpts", "PTS-STARTPTS")
                   .filter("fps", fps=rate)
@@ -281,7 +301,7 @@ def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path],
                   .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2", color="black")
                   .filter("setsar", 1)
                   .filter("format", "yuv420p"))
-        if placed.offset:  # the slot started before the recording: play from that far in
+        if placed.offset:  # play from that far into the part (see `Segment.offset`)
             stream = (stream.filter("trim", start_frame=placed.offset)
                       .filter("setpts", "PTS-STARTPTS"))
         stream = (stream
@@ -363,27 +383,27 @@ def _part_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo], audio_form
     tolerance = max(_LENGTH_TOLERANCE, 1 / float(track.rate))
     filler = "silence" if track.kind == "audio" else "black"
     warnings = []
-    for segment in track.segments:
-        if segment.part_id is None:
-            continue
-        info = probes[segment.part_id]
-        slot = track.seconds(segment.length)
+    for part_id in dict.fromkeys(track.parts):
+        runs = [segment for segment in track.segments if segment.part_id == part_id]
+        info = probes[part_id]
+        # From where its media begins to where its last run ends: a part resumed after
+        # a part inside it is measured whole.
+        slot = track.seconds(runs[-1].end - runs[0].start + runs[0].offset)
         if is_empty(info, track.kind):
             what = "a header without packets" if info.holds_nothing else "no packets"
-            warnings.append((segment.part_id, f"media has {what}; its {slot:.3f} s slot is "
-                                              f"{filler}"))
+            warnings.append((part_id, f"media has {what}; its {slot:.3f} s slot is {filler}"))
             continue
         media = _media_length(info, track.kind)
         # Media running on where --duration ends the timeline inside its slot is cut by the
         # timeline, not by its slot: the plan warns about that cut.
         cut_by_timeline = any(placed.cut_at_end for placed in track.slots
-                              if placed.part_id == segment.part_id)
+                              if placed.part_id == part_id)
         if media is not None and abs(media - slot) > tolerance and (
                 media < slot or not cut_by_timeline):
             verdict = "shorter" if media < slot else "longer"
             action = "padded" if media < slot else "cut"
-            warnings.append((segment.part_id, f"media is {media:.3f} s, {verdict} than its "
-                                              f"{slot:.3f} s slot; {action}"))
+            warnings.append((part_id, f"media is {media:.3f} s, {verdict} than its "
+                                      f"{slot:.3f} s slot; {action}"))
     if track.kind == "audio":
         warnings.extend(_audio_warnings(track, probes, audio_format))
     return tuple(warnings)
@@ -488,8 +508,11 @@ def _copy_refusal(track: TrackPlan, probes: Mapping[str, MediaInfo],
             continue
         if is_empty(probes[segment.part_id], track.kind):
             return f"part {segment.part_id} has no frames: its slot is black"
-        if segment.offset:
+        if segment.offset and segment.start == 0:
             return f"part {segment.part_id} starts before the recording: cut at 0"
+        if segment.offset:
+            return (f"part {segment.part_id} resumes after a part inside it: copy cannot "
+                    "start it midway")
     # Copy keeps the parts' frames as they are: it cannot scale them down.
     tallest = max((info.video.display_size[1] for info in probes.values() if info.video),
                   default=0)

@@ -102,17 +102,50 @@ def test_every_track_has_the_same_length_in_seconds() -> None:
 
 def test_overlap_later_start_wins_and_warns() -> None:
     plan = make_plan(documents(video=[part("early", 1, 0, 10, kind="webcam"),
-                                      part("late", 1, 4, 2, kind="webcam")]))
+                                      part("late", 1, 4, 8, kind="webcam")]))
     (track,) = plan.tracks
-    assert spans(track.segments) == [(0, 120, "early"), (120, 180, "late"), (180, 300, None)]
-    assert [(w.part_id, "overlaps part late" in w.message) for w in plan.warnings] == [
-        ("early", True)]
+    assert spans(track.segments) == [(0, 120, "early"), (120, 360, "late")]
+    assert [(w.part_id, w.message) for w in plan.warnings] == [
+        ("early", "overlaps part late; cut at 4 s")]
 
 
-def test_equal_starts_keep_the_later_listed_part() -> None:
-    plan = make_plan(documents(audio=[part("first", 1, 2, 2), part("second", 1, 2, 1)]))
+def test_a_part_inside_an_earlier_one_plays_and_the_earlier_one_resumes() -> None:
+    # Two devices, or a second screenshare inside a first: none of either is lost.
+    plan = make_plan(documents(video=[part("long", 1, 0, 10, kind="webcam"),
+                                      part("short", 1, 3, 2, kind="webcam"),
+                                      part("inner", 1, 3.5, 0.5, kind="webcam")]))
     (track,) = plan.tracks
-    assert track.parts == ("second",)
+    assert spans(track.segments) == [(0, 90, "long"), (90, 105, "short"), (105, 120, "inner"),
+                                     (120, 150, "short"), (150, 300, "long")]
+    # Each resumed run plays its part's media from where the timeline is.
+    assert [segment.offset for segment in track.segments] == [0, 0, 0, 30, 150]
+    assert [(w.part_id, w.message) for w in plan.warnings] == [
+        ("long", "overlaps part short; cut at 3 s"),
+        ("short", "overlaps part inner; cut at 3.5 s"),
+        ("short", "resumes at 4 s, where part inner inside it ends"),
+        ("long", "resumes at 5 s, where part short inside it ends")]
+
+
+def test_equal_starts_play_the_later_listed_part_first() -> None:
+    plan = make_plan(documents(audio=[part("first", 1, 2, 2), part("second", 1, 2, 1),
+                                      part("hidden", 1, 6, 1), part("cover", 1, 6, 2)]))
+    (track,) = plan.tracks
+    assert spans(track.segments) == [(0, 96000, None), (96000, 144000, "second"),
+                                     (144000, 192000, "first"), (192000, 288000, None),
+                                     (288000, 384000, "cover")]
+    assert ("hidden", "hidden by later parts over its whole slot; left out") in [
+        (w.part_id, w.message) for w in plan.warnings]
+
+
+def test_a_resumed_part_is_cut_at_the_timeline_end() -> None:
+    plan = make_plan(documents(audio=[part("long", 1, 0, 10), part("short", 1, 2, 1)]),
+                     duration=6.0)
+    (track,) = plan.tracks
+    assert spans(track.segments) == [(0, 96000, "long"), (96000, 144000, "short"),
+                                     (144000, 288000, "long")]
+    assert track.segments[-1].offset == 144000
+    assert ("long", "cut at the timeline end, 6 s") in [
+        (w.part_id, w.message) for w in plan.warnings]
 
 
 @pytest.mark.parametrize(("duration", "expected_parts", "warned"), [

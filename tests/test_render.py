@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from assembler.media import MediaInfo, VideoStream, ffmpeg_version, file_arg, probe
-from assembler.plan import Slot, TrackPlan, place
+from assembler.plan import Slot, TrackPlan, place, resolve_overlaps
 from assembler.render import RenderSettings, render_track, video_size
 from tests.support.media import (
     active_spans,
@@ -20,6 +20,7 @@ from tests.support.media import (
     decode_audio,
     decode_errors,
     decode_frames,
+    dominant_frequency,
     ffmpeg,
     is_black,
     make_colour_video,
@@ -198,3 +199,65 @@ def _shown(width: int, height: int) -> MediaInfo:
 def test_video_size_is_even_and_keeps_the_shape(size: tuple[int, int], max_height: int | None,
                                                 expected: tuple[int, int]) -> None:
     assert video_size({"part": _shown(*size)}, max_height) == expected
+
+
+def nested_track(kind: str, rate: Fraction, seconds: int) -> TrackPlan:
+    """Part `long` over the whole track, part `short` inside it from 1 s to 3 s."""
+    slots, _ = resolve_overlaps([Slot(part_id="long", start=Fraction(0), end=Fraction(seconds)),
+                                 Slot(part_id="short", start=Fraction(1), end=Fraction(3))],
+                                Fraction(seconds))
+    length = seconds * int(rate)
+    return TrackPlan(participant_id=1, kind=kind, path=f"{kind}.out",  # type: ignore[arg-type]
+                     rate=rate, length=length, slots=slots,
+                     segments=place(slots, length, rate))
+
+
+def test_a_part_resumes_on_its_own_sample_after_a_part_inside_it(tmp_path: Path) -> None:
+    # AAC without stated priming would be off by 1024 samples; an M4A states it.
+    long = tmp_path / "long.m4a"
+    ffmpeg(["-y", "-filter_complex", "sine=f=300:d=2[a];sine=f=500:d=2[b];sine=f=700:d=2[c];"
+            "[a][b][c]concat=n=3:v=0:a=1", "-c:a", "aac", "-b:a", "128k", file_arg(long)])
+    short = make_tone(tmp_path / "short.m4a", seconds=2, freq=1000.0)
+    track = nested_track("audio", Fraction(48000), 6)
+    parts = {"long": long, "short": short}
+    rendered = render_track(track, parts, {name: probe(path) for name, path in parts.items()},
+                            tmp_path / "out", RenderSettings(audio_format="wav"))
+    samples = decode_audio(rendered.path)
+    assert len(samples) == 6 * 48000
+
+    def tone(start: float, end: float) -> float:
+        return round(dominant_frequency(samples[int(start * 48000):int(end * 48000)], 48000))
+
+    # long's own 2 s and 4 s changes stay where its media has them: it resumes at its 3 s.
+    assert [tone(0.1, 0.9), tone(1.1, 2.9), tone(3.01, 3.99), tone(4.01, 5.9)] == [
+        pytest.approx(300, abs=5), pytest.approx(1000, abs=5), pytest.approx(500, abs=5),
+        pytest.approx(700, abs=5)]
+    assert tone(3.95, 3.999) == pytest.approx(500, abs=30)
+    assert tone(4.001, 4.05) == pytest.approx(700, abs=30)
+
+
+def test_a_resumed_part_is_encoded_on_its_own_frame_after_a_part_inside_it(
+        tmp_path: Path) -> None:
+    pieces = [make_colour_video(tmp_path / f"{colour}.mp4", seconds=2, colour=colour, fps=FPS)
+              for colour in ("red", "green", "blue")]
+    listing = tmp_path / "list.ffconcat"
+    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{piece.name}'\n"
+                                                           for piece in pieces))
+    long = tmp_path / "long.mp4"
+    ffmpeg(["-f", "concat", "-safe", "0", "-i", file_arg(listing), "-c", "copy",
+            file_arg(long)])
+    short = make_colour_video(tmp_path / "short.mp4", seconds=2, colour="yellow", fps=FPS)
+    track = nested_track("webcam", Fraction(FPS), 6)
+    parts = {"long": long, "short": short}
+    rendered = render_track(track, parts, {name: probe(path) for name, path in parts.items()},
+                            tmp_path / "out", RenderSettings())
+    # Copy cannot start a part midway: auto encodes, and says why.
+    assert rendered.strategy == "encode"
+    assert rendered.reason == "part long resumes after a part inside it: copy cannot start it " \
+                              "midway"
+    frames = decode_frames(rendered.path)
+    assert len(frames) == 6 * FPS
+    assert colour_spans(frames, "red") == [(0, FPS)]
+    assert colour_spans(frames, "yellow") == [(FPS, 3 * FPS)]
+    assert colour_spans(frames, "green") == [(3 * FPS, 4 * FPS)]
+    assert colour_spans(frames, "blue") == [(4 * FPS, 6 * FPS)]
