@@ -688,16 +688,17 @@ _NO_PTS = -(2**63)
 def _with_packets(info: MediaInfo, text: str) -> MediaInfo:
     """`info` with what the framecrc `text` of its audio (then video) stream shows."""
     bases = {int(m[1]): Fraction(int(m[2]), int(m[3])) for m in _CRC_TIME_BASE.finditer(text)}
-    ends: dict[int, Fraction] = {}
+    ticks: dict[int, int] = {}  # each stream's end in its time base
     counts: dict[int, int] = {}
     first: dict[int, str] = {}
     for line in _CRC_LINE.finditer(text):
         stream, pts, duration = int(line[1]), int(line[2]), int(line[3])
         counts[stream] = counts.get(stream, 0) + 1
         first.setdefault(stream, line[4])
-        if pts != _NO_PTS and stream in bases:
-            end = (pts + max(duration, 0)) * bases[stream]
-            ends[stream] = max(ends.get(stream, end), end)
+        if pts != _NO_PTS:
+            end = pts + max(duration, 0)
+            ticks[stream] = max(ticks.get(stream, end), end)
+    ends = {stream: end * bases[stream] for stream, end in ticks.items() if stream in bases}
     audio, video = info.audio, info.video
     if audio is not None:
         stated = any(name == "Skip Samples" or (not name and size == "10")
