@@ -22,6 +22,7 @@ joins they behave alike: one B-frame delay fits both.
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -384,7 +385,9 @@ def cut_packets(packets: PacketTrace, frames: int, rate: Fraction) -> int | None
     to an index below `frames` (the plan's rounding rule). The packets kept must be a
     prefix in decode order; None when no prefix holds exactly those frames.
     """
-    end = min(packets.pts) + (frames - Fraction(1, 2)) / rate / packets.time_base
+    # The first pts at or past the end, in whole ticks: integer comparisons over every
+    # packet of an hour-long part, not Fraction ones.
+    end = math.ceil(min(packets.pts) + (frames - Fraction(1, 2)) / rate / packets.time_base)
     kept = sum(pts < end for pts in packets.pts)
     return kept if all(pts < end for pts in packets.pts[:kept]) else None
 
