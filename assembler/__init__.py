@@ -47,9 +47,10 @@ if _typing.TYPE_CHECKING:
         RenderError,
         StorageError,
     )
+    from .ffmpeg_process import FfmpegSlots
     from .library import assemble
     from .manifest import Documents, Sources, load_documents
-    from .media import FfmpegSlots, MediaInfo, probe_many
+    from .media import MediaInfo, probe_many
     from .pipeline import (
         DownloadOutcome,
         RunEvents,
@@ -133,7 +134,7 @@ _MODULES = {
     "DownloadProgress": "download",
     "DownloadResults": "download",
     "DownloadSettings": "download",
-    "FfmpegSlots": "media",
+    "FfmpegSlots": "ffmpeg_process",
     "InputError": "errors",
     "InvalidInputsError": "errors",
     "LinkExpiredError": "errors",

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
     from .download import DownloadProgress
     from .errors import AssemblerError, DownloadError
-    from .media import FfmpegSlots, MediaInfo
+    from .ffmpeg_process import FfmpegSlots
+    from .media import MediaInfo
 
 __all__ = ["PartArrivals"]
 

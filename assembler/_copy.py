@@ -50,15 +50,8 @@ from ._copy_layout import (
 from ._copy_probe import probe_parts, timescale_args
 from ._stamp import timecode_args
 from .errors import CopyNotPossibleError
-from .media import (
-    FfmpegSlots,
-    MediaInfo,
-    PacketTrace,
-    file_arg,
-    read_packets,
-    run_ffmpeg,
-    setts_sets_duration,
-)
+from .ffmpeg_process import FfmpegSlots, file_arg, run_ffmpeg, setts_sets_duration
+from .media import MediaInfo, PacketTrace, read_packets
 from .plan import TrackPlan
 
 __all__ = ["BlackSpec", "black_argv", "concat_list", "copy_argv", "copy_track", "ending_args",

@@ -18,15 +18,8 @@ from typing import TypeVar
 
 from ._copy_layout import PartProbe, stream_blocker, surveyed_h264
 from .errors import CopyNotPossibleError
-from .media import (
-    FfmpegSlots,
-    MediaInfo,
-    VideoStream,
-    VideoSurvey,
-    file_arg,
-    run_ffmpeg,
-    survey_video,
-)
+from .ffmpeg_process import FfmpegSlots, file_arg, run_ffmpeg
+from .media import MediaInfo, VideoStream, VideoSurvey, survey_video
 from .plan import TrackPlan
 
 __all__ = ["extract_argv", "probe_parts", "timescale_args"]

@@ -41,9 +41,9 @@ from .errors import (
     StorageError,
     one_line,
 )
+from .ffmpeg_process import FfmpegSlots
 from .joboptions import OPTION_KEYS, OptionError, with_options
 from .manifest import Sources, is_url
-from .media import FfmpegSlots
 from .pipeline import (
     REPORT_NAME,
     DownloadOutcome,

@@ -40,6 +40,7 @@ from .errors import (
     StorageError,
     UsageError,
 )
+from .ffmpeg_process import FfmpegSlots, stop_all
 from .manifest import (
     Documents,
     Sources,
@@ -48,7 +49,7 @@ from .manifest import (
     load_document,
     load_documents,
 )
-from .media import FfmpegSlots, MediaInfo, stop_all
+from .media import MediaInfo
 from .plan import DEFAULT_FPS, KINDS, Kind, Plan, TrackPlan, make_plan
 from .render import RenderedTrack, RenderSettings, render_track
 from .report import FailureEntry, Report, build_report, write_json

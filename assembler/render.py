@@ -28,7 +28,8 @@ from ._copy_layout import Entry
 from ._publish import clear_leftovers, temporary_name
 from ._stamp import bwf_args, timecode_args, track_timecode, with_output_args
 from .errors import CopyNotPossibleError, MediaError, RenderError
-from .media import FfmpegSlots, MediaInfo, Progress, ffmpeg_binary, file_arg, run_ffmpeg
+from .ffmpeg_process import FfmpegSlots, Progress, ffmpeg_binary, file_arg, run_ffmpeg
+from .media import MediaInfo
 from .naming import display_name
 from .plan import (
     AUDIO_FORMATS,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ReportError
-from .media import file_arg, run_ffmpeg
+from .ffmpeg_process import file_arg, run_ffmpeg
 from .report import sha256_file
 
 if TYPE_CHECKING:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from assembler.deliverables import DeliverableContext, DeliverableOptions, Output
 from assembler.deliverables.archive import ARCHIVE
+from assembler.ffmpeg_process import file_arg, run_ffmpeg
 from assembler.manifest import AudioPart, Documents, VideoPart
-from assembler.media import file_arg, run_ffmpeg
 from assembler.plan import Plan, make_plan
 from assembler.render import RenderedTrack, RenderSettings
 from assembler.report import OutputEntry, build_report, sha256_file, with_outputs, write_json

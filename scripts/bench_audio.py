@@ -24,7 +24,8 @@ from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
-from assembler.media import file_arg, probe, run_ffmpeg
+from assembler.ffmpeg_process import file_arg, run_ffmpeg
+from assembler.media import probe
 from assembler.plan import AUDIO_FORMATS, AUDIO_RATE, Slot, TrackPlan, place
 from assembler.render import RenderSettings, render_track
 

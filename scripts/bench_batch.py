@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from assembler.media import ffmpeg_binary, file_arg  # noqa: E402
+from assembler.ffmpeg_process import ffmpeg_binary, file_arg  # noqa: E402
 from tests.support.media import (  # noqa: E402
     decode_audio,
     decode_frames,

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from assembler.media import file_arg, run_ffmpeg
+from assembler.ffmpeg_process import file_arg, run_ffmpeg
 
 PEOPLE, PARTS, PART_SECONDS = 4, 6, 300
 LATENCY = 0.02

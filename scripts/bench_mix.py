@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 
 from assembler.deliverables import DeliverableContext, DeliverableOptions, make_deliverables  # noqa: E402
 from assembler.deliverables.mix import MIX, parse_loudness  # noqa: E402
+from assembler.ffmpeg_process import FfmpegSlots, ffmpeg_binary, file_arg, run_ffmpeg  # noqa: E402
 from assembler.manifest import Documents  # noqa: E402
-from assembler.media import FfmpegSlots, ffmpeg_binary, file_arg, run_ffmpeg  # noqa: E402
 from assembler.plan import AUDIO_RATE, ParticipantPlan, Plan, Segment, TrackPlan  # noqa: E402
 from assembler.render import RenderedTrack, RenderSettings  # noqa: E402
 from assembler.report import Report  # noqa: E402

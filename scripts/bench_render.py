@@ -43,13 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import assembler._copy as copy_module  # noqa: E402
-from assembler.media import (  # noqa: E402
-    MediaInfo,
-    ffmpeg_output,
-    file_arg,
-    probe_many,
-    run_ffmpeg,
-)
+from assembler.ffmpeg_process import ffmpeg_output, file_arg, run_ffmpeg  # noqa: E402
+from assembler.media import MediaInfo, probe_many  # noqa: E402
 from assembler.plan import Slot, TrackPlan, VideoStrategy, place  # noqa: E402
 from assembler.render import RenderedTrack, RenderSettings, render_track  # noqa: E402
 from tests.support.recording import RecordingBuilder  # noqa: E402

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import signal
 
-from assembler.media import FFMPEG_ENV, ffmpeg_binary
+from assembler.ffmpeg_process import FFMPEG_ENV, ffmpeg_binary
 
 os.environ.setdefault(FFMPEG_ENV, ffmpeg_binary())
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:

@@ -19,8 +19,8 @@ from assembler.deliverables.archive import (
     speaker_chapters,
     stored_as,
 )
+from assembler.ffmpeg_process import ffmpeg_version
 from assembler.manifest import Documents, Participant, Sources, SpeakerSegment, Timestamp
-from assembler.media import ffmpeg_version
 from assembler.pipeline import RunOptions, plan_recording, run_recording
 from assembler.plan import Plan
 from assembler.render import RenderedTrack, RenderSettings

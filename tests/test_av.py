@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from assembler.media import file_arg, read_packets
+from assembler.ffmpeg_process import file_arg
+from assembler.media import read_packets
 from assembler.plan import to_units
 from tests.support.media import (
     active_spans,

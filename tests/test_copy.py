@@ -36,13 +36,12 @@ from assembler._copy_layout import (
 )
 from assembler._copy_probe import probe_parts
 from assembler.errors import CopyNotPossibleError
+from assembler.ffmpeg_process import FfmpegSlots, file_arg
 from assembler.media import (
-    FfmpegSlots,
     MediaInfo,
     PacketTrace,
     VideoStream,
     VideoSurvey,
-    file_arg,
     probe,
     probe_many,
     read_packets,

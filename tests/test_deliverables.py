@@ -18,8 +18,8 @@ from assembler.deliverables import (
     registry,
 )
 from assembler.errors import DeliverableError
+from assembler.ffmpeg_process import FfmpegSlots
 from assembler.manifest import Sources
-from assembler.media import FfmpegSlots
 from assembler.pipeline import RunOptions, plan_recording, run_recording
 from assembler.report import OutputKind
 from tests.support.recording import RecordingBuilder

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from assembler.errors import FFmpegError, MediaError
-from assembler.media import MediaInfo, file_arg, probe, probe_many, run_ffmpeg
+from assembler.ffmpeg_process import file_arg, run_ffmpeg
+from assembler.media import MediaInfo, probe, probe_many
 from assembler.plan import AUDIO_FORMATS, AUDIO_RATE, Slot, TrackPlan, place
 from assembler.render import RenderSettings, is_empty, render_track
 from tests.support.media import (

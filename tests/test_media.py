@@ -13,16 +13,14 @@ from pathlib import Path
 import pytest
 
 from assembler.errors import FFmpegError, MediaError
-from assembler.media import (
-    MediaInfo,
+from assembler.ffmpeg_process import (
     ffmpeg_binary,
     ffmpeg_output,
     ffmpeg_version,
     file_arg,
-    probe,
-    probe_many,
     run_ffmpeg,
 )
+from assembler.media import MediaInfo, probe, probe_many
 from tests.support.media import make_colour_video, make_tone
 
 
@@ -129,7 +127,7 @@ def test_a_pcm_wav_is_measured_by_what_it_holds(tmp_path: Path, stated: int, hel
 def _ffmpeg_found(environment: dict[str, str]) -> tuple[str, str]:
     """The ffmpeg a fresh process picks under `environment`, and what it logged."""
     code = ("import logging; logging.basicConfig(format='%(message)s'); "
-            "from assembler.media import ffmpeg_binary; print(ffmpeg_binary())")
+            "from assembler.ffmpeg_process import ffmpeg_binary; print(ffmpeg_binary())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=environment, check=True)
     return done.stdout.strip(), done.stderr

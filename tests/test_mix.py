@@ -26,7 +26,7 @@ from assembler.deliverables.mix import (
     parse_loudness,
 )
 from assembler.errors import DeliverableError
-from assembler.media import file_arg, run_ffmpeg
+from assembler.ffmpeg_process import file_arg, run_ffmpeg
 from tests.support.media import decode_audio, dominant_frequency, ffmpeg
 from tests.support.recording import RECORDING_START, RecordingBuilder
 from tests.support.server import serve_directory

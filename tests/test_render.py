@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from assembler.media import MediaInfo, VideoStream, ffmpeg_version, file_arg, probe
+from assembler.ffmpeg_process import ffmpeg_version, file_arg
+from assembler.media import MediaInfo, VideoStream, probe
 from assembler.plan import Slot, TrackPlan, place, resolve_overlaps
 from assembler.render import RenderSettings, render_track, video_size
 from tests.support.media import (

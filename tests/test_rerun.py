@@ -22,8 +22,9 @@ from assembler.deliverables import (
     Output,
     make_deliverables,
 )
+from assembler.ffmpeg_process import FfmpegSlots, ffmpeg_binary
 from assembler.manifest import Sources
-from assembler.media import FfmpegSlots, ffmpeg_binary, probe_many
+from assembler.media import probe_many
 from assembler.pipeline import RunOptions, plan_recording
 from assembler.render import RenderSettings
 from assembler.report import OutputKind, Report, write_json

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from assembler.media import ffmpeg_version
+from assembler.ffmpeg_process import ffmpeg_version
 from tests.support.media import (
     active_spans,
     colour_spans,

@@ -14,8 +14,8 @@ import pytest
 
 from assembler import errors
 from assembler.deliverables import DeliverableOptions, registry
+from assembler.ffmpeg_process import FfmpegSlots
 from assembler.manifest import Sources
-from assembler.media import FfmpegSlots
 from assembler.pipeline import NOT_IN_FINGERPRINT, RunOptions, inputs_fingerprint
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from assembler.media import ffmpeg_version, file_arg
+from assembler.ffmpeg_process import ffmpeg_version, file_arg
 from tests.support import server as server_support
 from tests.support.media import (
     active_spans,

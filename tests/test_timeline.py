@@ -16,6 +16,7 @@ import pytest
 
 from assembler.deliverables import DeliverableContext, DeliverableOptions, make_deliverables
 from assembler.deliverables.timeline import build_timeline
+from assembler.ffmpeg_process import FfmpegSlots
 from assembler.manifest import (
     AUDIO_PARTS,
     PARTICIPANT_EVENTS,
@@ -26,7 +27,6 @@ from assembler.manifest import (
     SpeakerSegment,
     Timestamp,
 )
-from assembler.media import FfmpegSlots
 from assembler.plan import make_plan, time_of_day
 from assembler.render import RenderSettings
 from assembler.report import build_report

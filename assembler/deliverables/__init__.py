@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
+    from ..ffmpeg_process import FfmpegSlots
     from ..manifest import Documents
-    from ..media import FfmpegSlots
     from ..plan import Plan
     from ..render import RenderedTrack, RenderSettings
     from ..report import Report

@@ -40,7 +40,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ..media import ffmpeg_version, file_arg, run_ffmpeg
+from ..ffmpeg_process import ffmpeg_version, file_arg, run_ffmpeg
 from ..plan import seconds, to_units
 from ..render import AUDIO_CODECS
 from . import Output

@@ -13,7 +13,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from .._stamp import track_timecode
-from ..media import file_arg, run_ffmpeg
+from ..ffmpeg_process import file_arg, run_ffmpeg
 from ..plan import AUDIO_RATE, to_units
 from . import Output
 

@@ -32,7 +32,7 @@ import ffmpeg
 
 from .._stamp import bwf_args, with_output_args
 from ..errors import DeliverableError
-from ..media import ffmpeg_binary, ffmpeg_output, file_arg, run_ffmpeg
+from ..ffmpeg_process import ffmpeg_binary, ffmpeg_output, file_arg, run_ffmpeg
 from ..naming import display_name
 from ..plan import AUDIO_RATE
 from ..render import AUDIO_CODECS

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from assembler.media import ffmpeg_binary, file_arg
+from assembler.ffmpeg_process import ffmpeg_binary, file_arg
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from assembler.media import file_arg, run_ffmpeg
+from assembler.ffmpeg_process import file_arg, run_ffmpeg
 from tests.support.media import ffmpeg
 
 if TYPE_CHECKING:
