@@ -10,8 +10,8 @@ alternating, every run into an empty directory. Cases:
   huge   one 1 GiB part from nginx: peak RSS of the CLI process must stay under 80 MB
 Targets: CLI/aria2c <= 1.0 on every case. The parts are WAV files, so that the
 CLI's probe has media to read. Start-up is shown too: `assembler --help`
-beside `python -c pass`, and when each command's first request reached the
-small case's server after its start.
+beside `python -c pass` and `python -c 'import aiohttp'`, and when each command's
+first request reached the small case's server after its start.
 Peak RSS is the child's VmHWM, polled from /proc (ru_maxrss of a child inherits the
 parent's high-water mark across fork and exec, so it would report this script's size).
 Needs aria2c and nginx: `apt-get update && apt-get install -y aria2 nginx-light`.
@@ -305,8 +305,10 @@ def report_start_up(small: Row, repeat: int) -> None:
     helps = [timed([sys.executable, "-m", "assembler", "--help"]).seconds
              for _ in range(repeat)]
     bare = [timed([sys.executable, "-c", "pass"]).seconds for _ in range(repeat)]
+    # The floor of any aiohttp client's first request: its import builds SSL contexts.
+    client = [timed([sys.executable, "-c", "import aiohttp"]).seconds for _ in range(repeat)]
     print(f"\nstart-up, best of {repeat}: `assembler --help` {min(helps):.3f}s, "
-          f"`python -c pass` {min(bare):.3f}s")
+          f"`python -c pass` {min(bare):.3f}s, `python -c 'import aiohttp'` {min(client):.3f}s")
     for name, run in (("CLI", small.cli), ("aria2c", small.aria2c)):
         if run and run.first_request is not None:
             print(f"first request of the small case after start: {name} "

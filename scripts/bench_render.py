@@ -8,7 +8,8 @@
    disk, in a fresh process: probe them as a run does (`probe_many`, which also
    surveys them for copy), encode black, then `render_track`. The render alone,
    parts probed and black encoded already (as for the next track of a batch), is
-   shown beside it. Generating the parts
+   shown beside it, and so is ffmpeg remuxing each part as it is (`-c copy` to
+   MP4): the floor for any track this ffmpeg writes. Generating the parts
    is itself slow on two cores, so they are cached by their parameters.
 2. The storm: `assembler run --force` (the CLI, start to exit, as a child process)
    over a recording whose parts are already in DIR/parts (downloads skip them, every
@@ -149,7 +150,15 @@ def long_track(seconds: float, cache: Path, repeat: int, encode: bool) -> None:
             return render_track(replace(track, path=f"{strategy}/webcam.mp4"), parts, infos,
                                 out, RenderSettings(video_strategy=strategy))
 
-        rows: list[tuple[str, float, object]] = [("byte copy", *best_of(repeat, byte_copy))]
+        def remux() -> None:
+            """The floor for any MP4 ffmpeg writes from these parts: each remuxed as it is."""
+            run_ffmpeg(["-y"] + [arg for path in parts.values() for arg in ("-i", file_arg(path))]
+                       + [arg for index in range(len(parts))
+                          for arg in ("-map", f"{index}:v:0", "-c", "copy", "-f", "mp4",
+                                      file_arg(out / f"remux{index}.mp4"))])
+
+        rows: list[tuple[str, float, object]] = [("byte copy", *best_of(repeat, byte_copy)),
+                                                 ("ffmpeg -c copy", *best_of(repeat, remux))]
         def first_copy() -> RenderedTrack:
             """As a run's process does it: black not yet encoded, parts not yet probed."""
             copy_module.BLACK = copy_module.BlackCache()
@@ -163,10 +172,10 @@ def long_track(seconds: float, cache: Path, repeat: int, encode: bool) -> None:
         base = rows[0][1]
         print(f"\n{seconds:g} s of {SIZE}@{RATE} in 3 parts, {size / 1e6:.1f} MB, "
               f"best of {repeat}; indented: the render alone, parts already probed\n")
-        print(f"{'method':<11} {'seconds':>8} {'x realtime':>11} {'vs byte copy':>13}  check")
+        print(f"{'method':<14} {'seconds':>8} {'x realtime':>11} {'vs byte copy':>13}  check")
         for label, taken, result in rows:
             check = check_aligned(result, parts) if isinstance(result, RenderedTrack) else "-"
-            print(f"{label:<11} {taken:8.2f} {seconds / taken:11.1f} {taken / base:12.1f}x  "
+            print(f"{label:<14} {taken:8.2f} {seconds / taken:11.1f} {taken / base:12.1f}x  "
                   f"{check}")
         print("target: copy within 3x of the byte copy")
 
