@@ -160,7 +160,7 @@ def surveyed_h264(survey: VideoSurvey) -> tuple[H264Headers, int]:
     """The headers of a surveyed part's first access unit, and its count of distinct SPS."""
     length_size, parameter_sets = _extradata_units(survey.extradata)
     first = parameter_sets + nal_units(survey.first_packet, length_size)
-    sps = {unit for unit in parameter_sets + nal_units(survey.sps_units, length_size)
+    sps = {unit for unit in parameter_sets + nal_units(survey.sps_units, None)
            if unit[0] & 0x1F == _NAL_SPS}
     return parse_h264_headers(first), len(sps)
 

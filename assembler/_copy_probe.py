@@ -42,10 +42,8 @@ def probe_parts(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str,
     if stream_blocker([probe.video for probe in probes.values()]) is not None:
         return probes
     ids = list(probes)
-    # The concat demuxer pairs streams by index and ends a file at `outpoint` on any
-    # stream's packet: other streams would land in the video track or cut it short.
     extracts = {part_id: scratch / f"part-{number}.mp4" for number, part_id in enumerate(ids)
-                if infos[part_id].streams > 1}
+                if _needs_extract(infos[part_id])}
     _spread([functools.partial(run_ffmpeg, extract_argv(
         [(probes[part_id].path, probes[part_id].video, extracts[part_id]) for part_id in group]))
         for group in _groups(list(extracts), ffmpeg)], ffmpeg)
@@ -71,6 +69,20 @@ def probe_parts(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str,
             start_moved=part_id not in extracts
             and abs(first_frame - infos[part_id].start) > 1e-3)
     return found
+
+
+# Containers in which the concat demuxer's seek to a part's `inpoint` lands exactly. An
+# MPEG-TS seek lands on a later keyframe: a part with B-frames lost its first GOP.
+_SEEKS_EXACTLY = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")
+
+
+def _needs_extract(info: MediaInfo) -> bool:
+    """Whether a part is copied from a video-only MP4 extract of it, not from itself.
+
+    The concat demuxer pairs streams by index and ends a file at `outpoint` on any
+    stream's packet: other streams would land in the video track or cut it short.
+    """
+    return info.streams > 1 or info.format not in _SEEKS_EXACTLY
 
 
 def _video(info: MediaInfo, part_id: str) -> VideoStream:

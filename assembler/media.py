@@ -94,7 +94,9 @@ class VideoSurvey:
     packets: PacketTrace  # timestamps as stored, as `read_packets` gives them
     extradata: bytes  # the codec's private data (b"" when it has none)
     first_packet: bytes
-    sps_units: bytes  # the stream's in-band H.264 SPS NAL units, nothing else
+    # The stream's in-band H.264 SPS NAL units, nothing else: Annex B whatever the file's
+    # framing (filter_units, which keeps them, writes its units so).
+    sps_units: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -364,10 +364,12 @@ OTHER_SPS = b"\x67\x42\xc0\x1f\xdb"  # another size or level
 
 
 @pytest.mark.parametrize(("survey", "parameter_sets"), [
-    # MP4/Matroska: an avcC and length-prefixed units; in-band SPS repeating the avcC's.
-    ({"extradata": avcc(SPS), "first_packet": prefixed(IDR), "sps_units": prefixed(SPS)}, 1),
+    # MP4/Matroska: an avcC and length-prefixed units; in-band SPS repeating the avcC's
+    # (filter_units writes the SPS it keeps in Annex B whatever the stream's framing).
+    ({"extradata": avcc(SPS), "first_packet": prefixed(IDR),
+      "sps_units": b"\x00\x00\x00\x01" + SPS + b"\x00\x00\x00\x01" + SPS}, 1),
     ({"extradata": avcc(SPS), "first_packet": prefixed(SPS, PPS, IDR),
-      "sps_units": prefixed(SPS, OTHER_SPS)}, 2),
+      "sps_units": b"\x00\x00\x00\x01" + SPS + b"\x00\x00\x00\x01" + OTHER_SPS}, 2),
     # A raw or MPEG-TS stream: Annex B throughout, 3- and 4-byte start codes.
     ({"extradata": b"\x00\x00\x00\x01" + SPS + b"\x00\x00\x01" + PPS,
       "first_packet": b"\x00\x00\x00\x01" + IDR, "sps_units": b""}, 1),
@@ -532,6 +534,29 @@ def test_mismatched_sizes_fail_copy_and_encode_under_auto(webcam_parts: dict[str
     assert (rendered.strategy, rendered.reason) == (
         "encode", "parts differ in frame size (320x240 vs 640x480)")
     assert_placed(rendered, COLOURS)
+
+
+@pytest.mark.parametrize("container", ["mpegts", "mp4"])
+def test_parts_with_b_frames_and_sps_before_every_idr_are_copied_frame_exact(
+        tmp_path: Path, container: str) -> None:
+    # MPEG-TS as a recorder writes it: Annex B, SPS before every IDR, starting at 1.4 s.
+    # The concat demuxer's seek in it lands a GOP late (a part with B-frames lost its
+    # first second): copy reads a video-only MP4 of it. The MP4 keeps the in-band SPS,
+    # each the avcC's own: one set of parameters, not a change midway.
+    part = tmp_path / f"cam.{'ts' if container == 'mpegts' else 'mp4'}"
+    ffmpeg(["-y", "-f", "lavfi", "-i", f"color=c=red:s=160x120:r={RATE}:d=1",
+            "-f", "lavfi", "-i", f"color=c=blue:s=160x120:r={RATE}:d=2", "-filter_complex",
+            "[0][1]concat=n=2:v=1:a=0", "-c:v", "libx264", "-preset", "veryfast", "-bf", "3",
+            "-g", str(RATE), "-pix_fmt", "yuv420p", "-bsf:v", "dump_extra=freq=keyframe",
+            "-f", container, file_arg(part)])
+    plan = track([("cam", Fraction(1), Fraction(4))], Fraction(5))
+    rendered = render(plan, {"cam": part}, tmp_path, "copy")
+    assert rendered.strategy == "copy"
+    frames = decode_frames(rendered.path)
+    assert len(frames) == 5 * RATE
+    assert colour_spans(frames, "red") == [(RATE, 2 * RATE)]
+    assert colour_spans(frames, "blue") == [(2 * RATE, 4 * RATE)]
+    assert all(is_black(frame) for frame in [*frames[:RATE], *frames[4 * RATE:]])
 
 
 def test_a_part_that_changes_size_midway_is_encoded_not_copied(tmp_path: Path) -> None:
