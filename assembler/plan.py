@@ -85,6 +85,7 @@ class Slot:
     start: Fraction
     end: Fraction
     cut_at_end: bool = False  # the timeline ends before the declared slot does
+    cut_by_part: bool = False  # a later part starts before it ends: its media runs on unseen
     # Where on the timeline the part's media begins, when before `start`: the part
     # resumes after a later part inside it ended. None: at `start`.
     origin: Fraction | None = None
@@ -233,16 +234,18 @@ def resolve_overlaps(
     # A part of no length places nothing, and must not cut the part before it either.
     warnings = [PlanWarning(part_id=slot.part_id, message="lasts 0 s; left out")
                 for slot in listed if slot.end <= slot.start]
-    pieces = _playing(listed)
+    # What plays before the recording starts is not placed (`place` cuts at 0).
+    pieces = [piece for piece in _playing(listed) if piece[2] > 0]
     kept: list[Slot] = []
     for number, (index, start, end) in enumerate(pieces):
         slot = listed[index]
         before = listed[pieces[number - 1][0]] if number else None
         after = listed[pieces[number + 1][0]] if number + 1 < len(pieces) else None
-        if start > slot.start and before is not None and start < duration:
+        cut_by_part = end < slot.end and after is not None
+        if start > max(slot.start, Fraction(0)) and before is not None and start < duration:
             warnings.append(PlanWarning(part_id=slot.part_id, message=(
                 f"resumes at {float(start):g} s, where part {before.part_id} inside it ends")))
-        if end < slot.end and after is not None and end < duration:
+        if after is not None and cut_by_part and end < duration:
             warnings.append(PlanWarning(part_id=slot.part_id, message=(
                 f"overlaps part {after.part_id}; cut at {float(end):g} s")))
         if start >= duration:
@@ -255,10 +258,12 @@ def resolve_overlaps(
             warnings.append(PlanWarning(
                 part_id=slot.part_id, message=f"cut at the timeline end, {float(duration):g} s"))
         kept.append(replace(slot, start=start, end=end, cut_at_end=slot.end > duration,
+                            cut_by_part=cut_by_part,
                             origin=None if start == slot.start else slot.start))
     playing = {index for index, _, _ in pieces}
     for index, slot in enumerate(listed):
-        if slot.end > slot.start and index not in playing:
+        # (One that ends by 0 is left out for that: see `_before_start`.)
+        if slot.end > max(slot.start, Fraction(0)) and index not in playing:
             warnings.append(PlanWarning(part_id=slot.part_id, message=(
                 "hidden by later parts over its whole slot; left out")))
     return tuple(kept), warnings

@@ -395,12 +395,11 @@ def _part_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo], audio_form
             warnings.append((part_id, f"media has {what}; its {slot:.3f} s slot is {filler}"))
             continue
         media = _media_length(info, track.kind)
-        # Media running on where --duration ends the timeline inside its slot is cut by the
-        # timeline, not by its slot: the plan warns about that cut.
-        cut_by_timeline = any(placed.cut_at_end for placed in track.slots
-                              if placed.part_id == part_id)
+        # Media running on where --duration ends the timeline, or where a later part starts,
+        # is cut by that, not by its own slot: the plan warns about those cuts.
+        last = [placed for placed in track.slots if placed.part_id == part_id][-1]
         if media is not None and abs(media - slot) > tolerance and (
-                media < slot or not cut_by_timeline):
+                media < slot or not (last.cut_at_end or last.cut_by_part)):
             verdict = "shorter" if media < slot else "longer"
             action = "padded" if media < slot else "cut"
             warnings.append((part_id, f"media is {media:.3f} s, {verdict} than its "

@@ -137,6 +137,17 @@ def test_equal_starts_play_the_later_listed_part_first() -> None:
         (w.part_id, w.message) for w in plan.warnings]
 
 
+def test_a_part_hidden_once_the_recording_starts_is_left_out_not_cut_before_0() -> None:
+    plan = make_plan(documents(audio=[part("early", 1, -2, 2.5), part("later", 1, -1, 2)]),
+                     duration=2.0)
+    (track,) = plan.tracks
+    assert spans(track.segments) == [(0, 48000, "later"), (48000, 96000, None)]
+    assert track.segments[0].offset == 48000
+    messages = [(w.part_id, w.message) for w in plan.warnings]
+    assert ("early", "hidden by later parts over its whole slot; left out") in messages
+    assert not [message for part_id, message in messages if "cut at -" in message]
+
+
 def test_a_resumed_part_is_cut_at_the_timeline_end() -> None:
     plan = make_plan(documents(audio=[part("long", 1, 0, 10), part("short", 1, 2, 1)]),
                      duration=6.0)

@@ -262,3 +262,22 @@ def test_a_resumed_part_is_encoded_on_its_own_frame_after_a_part_inside_it(
     assert colour_spans(frames, "yellow") == [(FPS, 3 * FPS)]
     assert colour_spans(frames, "green") == [(3 * FPS, 4 * FPS)]
     assert colour_spans(frames, "blue") == [(4 * FPS, 6 * FPS)]
+
+
+def test_a_part_cut_by_a_later_one_is_not_called_longer_than_its_slot(
+        tmp_path: Path) -> None:
+    # Both media last their declared 3 s; the plan warns of the overlap, render of nothing.
+    slots, _ = resolve_overlaps([Slot(part_id="first", start=Fraction(0), end=Fraction(3)),
+                                 Slot(part_id="next", start=Fraction(2), end=Fraction(5))],
+                                Fraction(5))
+    track = TrackPlan(participant_id=1, kind="audio", path="audio.flac", rate=Fraction(48000),
+                      length=5 * 48000, slots=slots, segments=place(slots, 5 * 48000,
+                                                                     Fraction(48000)))
+    parts = {name: make_tone(tmp_path / f"{name}.wav", seconds=3, freq=freq)
+             for name, freq in (("first", 300.0), ("next", 700.0))}
+    rendered = render_track(track, parts, {name: probe(path) for name, path in parts.items()},
+                            tmp_path / "out", RenderSettings())
+    assert rendered.warnings == ()
+    samples = decode_audio(rendered.path)
+    assert round(dominant_frequency(samples[: 2 * 48000], 48000)) == pytest.approx(300, abs=5)
+    assert round(dominant_frequency(samples[2 * 48000:], 48000)) == pytest.approx(700, abs=5)
