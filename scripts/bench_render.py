@@ -8,9 +8,9 @@
    disk, in a fresh process: probe them as a run does (`probe_many`, which also
    surveys them for copy), encode black, then `render_track`. The render alone,
    parts probed and black encoded already (as for the next track of a batch), is
-   shown beside it, and so is ffmpeg remuxing each part as it is (`-c copy` to
-   MP4): the floor for any track this ffmpeg writes. Generating the parts
-   is itself slow on two cores, so they are cached by their parameters.
+   shown beside it, and so is ffmpeg joining the parts as they are into one MP4
+   (concat, `-c copy`, no gaps, no cuts): the floor for any track this ffmpeg
+   writes. Generating the parts is itself slow on two cores, so they are cached.
 2. The storm: `assembler run --force` (the CLI, start to exit, as a child process)
    over a recording whose parts are already in DIR/parts (downloads skip them, every
    track is rendered again),
@@ -150,12 +150,14 @@ def long_track(seconds: float, cache: Path, repeat: int, encode: bool) -> None:
             return render_track(replace(track, path=f"{strategy}/webcam.mp4"), parts, infos,
                                 out, RenderSettings(video_strategy=strategy))
 
+        listing = out / "parts.ffconcat"
+        listing.write_text("ffconcat version 1.0\n" + "".join(
+            f"file '{path}'\n" for path in parts.values()))
+
         def remux() -> None:
-            """The floor for any MP4 ffmpeg writes from these parts: each remuxed as it is."""
-            run_ffmpeg(["-y"] + [arg for path in parts.values() for arg in ("-i", file_arg(path))]
-                       + [arg for index in range(len(parts))
-                          for arg in ("-map", f"{index}:v:0", "-c", "copy", "-f", "mp4",
-                                      file_arg(out / f"remux{index}.mp4"))])
+            """The floor for a track ffmpeg writes from these parts: them joined, as they are."""
+            run_ffmpeg(["-y", "-f", "concat", "-safe", "0", "-i", file_arg(listing), "-c", "copy",
+                        "-f", "mp4", file_arg(out / "remux.mp4")])
 
         rows: list[tuple[str, float, object]] = [("byte copy", *best_of(repeat, byte_copy)),
                                                  ("ffmpeg -c copy", *best_of(repeat, remux))]
