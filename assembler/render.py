@@ -29,7 +29,7 @@ from ._publish import clear_leftovers, temporary_name
 from ._stamp import bwf_args, timecode_args, track_timecode, with_output_args
 from .errors import CopyNotPossibleError, MediaError, RenderError
 from .ffmpeg_process import FfmpegSlots, Progress, ffmpeg_binary, file_arg, run_ffmpeg
-from .media import MediaInfo
+from .media import AudioStream, MediaInfo
 from .naming import display_name
 from .plan import (
     AUDIO_FORMATS,
@@ -39,6 +39,7 @@ from .plan import (
     TrackPlan,
     VideoStrategy,
     split,
+    to_units,
 )
 
 __all__ = ["RenderSettings", "RenderedTrack", "audio_argv", "render_track",
@@ -128,22 +129,24 @@ class _Placed:
     until: int | None = None
 
 
-def _placements(track: TrackPlan) -> list[_Placed]:
+def _placements(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> list[_Placed]:
     # Gaps ride on their neighbouring part (apad/tpad), so a track needs one
     # ffmpeg input per run of a part and none per gap, however many gaps it has.
+    # A part without packets is a gap too: two runs of silence from one source
+    # would be one ffmpeg input feeding two chains, which ffmpeg-python refuses.
     placed: list[_Placed] = []
     lead = 0
     for number, segment in enumerate(track.segments):
-        if segment.part_id is not None:
+        if segment.part_id is not None and not is_empty(probes[segment.part_id], track.kind):
             again = any(later.part_id == segment.part_id
                         for later in track.segments[number + 1:])
             placed.append(_Placed(segment.part_id, 0 if placed else lead, segment.length, 0,
                                   segment.offset,
                                   segment.offset + segment.length if again else None))
         elif placed:
-            placed[-1] = replace(placed[-1], tail=segment.length)
+            placed[-1] = replace(placed[-1], tail=placed[-1].tail + segment.length)
         else:
-            lead = segment.length
+            lead += segment.length
     return placed
 
 
@@ -172,18 +175,14 @@ def is_empty(info: MediaInfo, kind: str) -> bool:
     return info.holds_nothing or (stream is not None and stream.packets == 0)
 
 
-def _audio_input(path: Path, info: MediaInfo, layout: str, placed: _Placed) -> Any:
-    """A run of a part's audio, from `placed.offset` on; silence for a part without packets
-    (the slot cuts it).
+def _audio_input(path: Path, audio: AudioStream, placed: _Placed) -> Any:
+    """A run of a part's audio, from `placed.offset` on.
 
     Its timestamps are moved back by what goes unplayed, and aresample's first_pts
     then drops what falls before 0: a container that does not state the codec's
     delay starts `priming` samples (the encoder's) before the file's 0, and a
     run with an offset that much later again.
     """
-    audio = info.audio
-    if audio is None or is_empty(info, "audio"):
-        return ffmpeg.input(f"anullsrc=r={AUDIO_RATE}:cl={layout}", f="lavfi").audio
     unplayed = Fraction(audio.priming, audio.sample_rate) + Fraction(placed.offset, AUDIO_RATE)
     options = _input_options(placed, Fraction(AUDIO_RATE))
     if unplayed:
@@ -195,8 +194,10 @@ def _audio_graph(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
                  layout: str) -> Any:
     """The track's audio, exactly `track.length` samples: parts placed, silence between."""
     pieces = []
-    for placed in _placements(track):
-        stream = (_audio_input(parts[placed.part_id], probes[placed.part_id], layout, placed)
+    for placed in _placements(track, probes):
+        audio = probes[placed.part_id].audio
+        assert audio is not None  # narrowing: a part without audio has no packets for it
+        stream = (_audio_input(parts[placed.part_id], audio, placed)
                   # Timestamps are the truth inside a part too: a gap in them (packets lost,
                   # a mute) becomes silence, and audio that starts late in its file starts
                   # late in its slot. Any difference over 1 ms is filled or dropped at once
@@ -215,6 +216,9 @@ def _audio_graph(track: TrackPlan, parts: Mapping[str, Path], probes: Mapping[st
         if placed.lead:
             stream = stream.filter("adelay", delays=f"{placed.lead}S", all=1)
         pieces.append(stream.filter("asetpts", "N/SR/TB"))
+    if not pieces:  # every part is empty: the track is silence
+        pieces.append(ffmpeg.input(f"anullsrc=r={AUDIO_RATE}:cl={layout}", f="lavfi").audio
+                      .filter("atrim", end_sample=track.length))
     # Even frames for the encoder: a part of a few samples would otherwise make a frame
     # FLAC refuses ("invalid block size"). The last frame keeps what is left, unpadded.
     return ffmpeg.concat(*pieces, v=0, a=1).filter("asetnsamples", n=4096, p=0)
@@ -270,12 +274,8 @@ def video_size(probes: Mapping[str, MediaInfo], max_height: int | None = None
     return width + width % 2, height + height % 2
 
 
-def _video_input(path: Path, info: MediaInfo, size: tuple[int, int], placed: _Placed,
-                 rate: Fraction) -> Any:
-    """A part's video stream; black for a part without packets (the slot cuts it)."""
-    if is_empty(info, "video"):
-        return ffmpeg.input(f"color=c=black:s={size[0]}x{size[1]}:r={_rate_text(rate)}",
-                            f="lavfi").video
+def _video_input(path: Path, placed: _Placed, rate: Fraction) -> Any:
+    """A run of a part's video, from its first frame (`placed.offset` is cut in the graph)."""
     # A part may change resolution midway (WebRTC adapts to bandwidth); rebuilding the
     # whole graph then would restart every trim and concat: let `scale` absorb it.
     return ffmpeg.input(file_arg(path), reinit_filter=0, **_input_options(placed, rate)).video
@@ -288,9 +288,8 @@ def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path],
     width, height = size
     rate = _rate_text(track.rate)
     pieces = []
-    for placed in _placements(track):
-        stream = (_video_input(parts[placed.part_id], probes[placed.part_id], size, placed,
-                               track.rate)
+    for placed in _placements(track, probes):
+        stream = (_video_input(parts[placed.part_id], placed, track.rate)
                   # Timestamps from the part's first frame, then a constant rate.
                   .filter("setpts", "PTS-STARTPTS")
                   .filter("fps", fps=rate)
@@ -314,6 +313,9 @@ def video_encode_argv(track: TrackPlan, parts: Mapping[str, Path],
         if placed.lead:
             stream = stream.filter("tpad", start=placed.lead, color="black")
         pieces.append(stream.filter("setpts", "N/FRAME_RATE/TB"))
+    if not pieces:  # every part is empty: the track is black
+        pieces.append(ffmpeg.input(f"color=c=black:s={width}x{height}:r={rate}", f="lavfi")
+                      .video.filter("trim", end_frame=track.length))
     joined = ffmpeg.concat(*pieces, v=1, a=0)
     return _compile(joined.output(
         file_arg(output), f="mp4", vcodec="libx264", preset=preset, crf=crf, pix_fmt="yuv420p",
@@ -397,7 +399,9 @@ def _part_warnings(track: TrackPlan, probes: Mapping[str, MediaInfo], audio_form
         media = _media_length(info, track.kind)
         # Media running on where --duration ends the timeline, or where a later part starts,
         # is cut by that, not by its own slot: the plan warns about those cuts.
-        last = [placed for placed in track.slots if placed.part_id == part_id][-1]
+        # (The slot of its last run: a later slot may round to no unit and be left out.)
+        last = [placed for placed in track.slots if placed.part_id == part_id
+                and to_units(placed.start, track.rate) < runs[-1].end][-1]
         if media is not None and abs(media - slot) > tolerance and (
                 media < slot or not (last.cut_at_end or last.cut_by_part)):
             verdict = "shorter" if media < slot else "longer"
@@ -426,6 +430,8 @@ def blank_spans(track: TrackPlan, probes: Mapping[str, MediaInfo]
         if segment.part_id is not None:
             info = probes[segment.part_id]
             media = 0.0 if is_empty(info, track.kind) else _media_length(info, track.kind)
+            if media is not None:  # what is left of it from where this run plays it
+                media = max(0.0, media - segment.offset / float(track.rate))
             if media is None or media >= end - start - tolerance:
                 continue
             start += media

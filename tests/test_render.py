@@ -281,3 +281,50 @@ def test_a_part_cut_by_a_later_one_is_not_called_longer_than_its_slot(
     samples = decode_audio(rendered.path)
     assert round(dominant_frequency(samples[: 2 * 48000], 48000)) == pytest.approx(300, abs=5)
     assert round(dominant_frequency(samples[2 * 48000:], 48000)) == pytest.approx(700, abs=5)
+
+
+def test_an_empty_part_that_plays_twice_is_silence_both_times(tmp_path: Path) -> None:
+    # A header only: no samples. Resumed after `short`, its two runs are two gaps.
+    long = tmp_path / "long.wav"
+    ffmpeg(["-y", "-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-t", "0",
+            file_arg(long)])
+    short = make_tone(tmp_path / "short.wav", seconds=2, freq=1000.0)
+    track = nested_track("audio", Fraction(48000), 6)
+    parts = {"long": long, "short": short}
+    rendered = render_track(track, parts, {name: probe(path) for name, path in parts.items()},
+                            tmp_path / "out", RenderSettings())
+    samples = decode_audio(rendered.path)
+    assert len(samples) == 6 * 48000
+    assert active_spans(samples, 48000) == [pytest.approx((1.0, 3.0), abs=0.002)]
+    assert rendered.blank == ((0.0, 1.0), (3.0, 6.0))
+
+
+def test_a_resumed_run_is_blank_where_its_part_has_no_media_left(tmp_path: Path) -> None:
+    # long is declared 6 s but holds 4 s: resumed at 3 s, 1 s of it plays, then silence.
+    long = make_tone(tmp_path / "long.wav", seconds=4, freq=300.0)
+    short = make_tone(tmp_path / "short.wav", seconds=2, freq=1000.0)
+    track = nested_track("audio", Fraction(48000), 6)
+    parts = {"long": long, "short": short}
+    rendered = render_track(track, parts, {name: probe(path) for name, path in parts.items()},
+                            tmp_path / "out", RenderSettings())
+    assert rendered.blank == ((4.0, 6.0),)
+    samples = decode_audio(rendered.path)
+    assert active_spans(samples, 48000) == [pytest.approx((0.0, 4.0), abs=0.002)]
+
+
+def test_a_resumed_run_shorter_than_a_frame_leaves_no_false_warning(tmp_path: Path) -> None:
+    # long would resume for 0.01 s, less than a frame: its run before short is its last.
+    slots, _ = resolve_overlaps([Slot(part_id="long", start=Fraction(0), end=Fraction(4)),
+                                 Slot(part_id="short", start=Fraction(1),
+                                      end=Fraction("3.99"))], Fraction(4))
+    track = TrackPlan(participant_id=1, kind="webcam", path="webcam.mp4", rate=Fraction(FPS),
+                      length=4 * FPS, slots=slots, segments=place(slots, 4 * FPS, Fraction(FPS)))
+    assert track.parts == ("long", "short")
+    parts = {"long": make_colour_video(tmp_path / "long.mp4", seconds=4, colour="red",
+                                       size=(64, 48), fps=FPS),
+             "short": make_colour_video(tmp_path / "short.mp4", seconds=2.99, colour="blue",
+                                        size=(64, 48), fps=FPS)}
+    rendered = render_track(track, parts, {name: probe(path) for name, path in parts.items()},
+                            tmp_path / "out", RenderSettings(video_strategy="encode"))
+    assert rendered.warnings == ()
+    assert colour_spans(decode_frames(rendered.path), "blue") == [(FPS, 4 * FPS)]
