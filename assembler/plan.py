@@ -9,8 +9,9 @@ Rules:
 - a part's declared slot is the truth: the track plays the part's media from
   its first sample/frame for exactly the slot's length; a slot that starts
   before 0 is cut at 0 and plays its media from that far in (a warning says so);
-- where two parts of one track overlap, the later start wins and the earlier
-  part is cut where the later one starts (a warning says so);
+- where two parts of one track overlap, the later start wins: the earlier part
+  is cut where the later one starts, and resumes (from that far into its own
+  media) where a later part inside it ends (warnings say so);
 - the timeline runs from 0 to `duration` (default: the latest part end over
   every part of the recording); parts are cut at its end;
 - a participant with no part of a kind gets no track of that kind;
@@ -93,7 +94,7 @@ class Slot:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Segment:
-    """A run of a track, in track units: a part's media from its beginning, or a gap."""
+    """A run of a track, in track units: a part's media from `offset` on, or a gap."""
 
     start: int
     length: int
@@ -237,10 +238,12 @@ def resolve_overlaps(
     # What plays before the recording starts is not placed (`place` cuts at 0).
     pieces = [piece for piece in _playing(listed) if piece[2] > 0]
     kept: list[Slot] = []
+    shown: set[int] = set()  # indices in `listed` of the slots with a run kept
     for number, (index, start, end) in enumerate(pieces):
         slot = listed[index]
         before = listed[pieces[number - 1][0]] if number else None
         after = listed[pieces[number + 1][0]] if number + 1 < len(pieces) else None
+        # A run that ends before its slot does has a later part after it, which cut it.
         cut_by_part = end < slot.end and after is not None
         if start > max(slot.start, Fraction(0)) and before is not None and start < duration:
             warnings.append(PlanWarning(part_id=slot.part_id, message=(
@@ -260,12 +263,15 @@ def resolve_overlaps(
         kept.append(replace(slot, start=start, end=end, cut_at_end=slot.end > duration,
                             cut_by_part=cut_by_part,
                             origin=None if start == slot.start else slot.start))
-    playing = {index for index, _, _ in pieces}
+        shown.add(index)
     for index, slot in enumerate(listed):
-        # (One that ends by 0 is left out for that: see `_before_start`.)
-        if slot.end > max(slot.start, Fraction(0)) and index not in playing:
-            warnings.append(PlanWarning(part_id=slot.part_id, message=(
-                "hidden by later parts over its whole slot; left out")))
+        # Of no length, ending by 0 (see `_before_start`) or starting after the end: told so.
+        if index in shown or slot.end <= max(slot.start, Fraction(0)) or slot.start >= duration:
+            continue
+        where = "over its whole slot" if slot.end <= duration else \
+            f"until the timeline end, {float(duration):g} s"
+        warnings.append(PlanWarning(part_id=slot.part_id, message=(
+            f"hidden by later parts {where}; left out")))
     return tuple(kept), warnings
 
 
@@ -374,7 +380,7 @@ def make_plan(
     for part, kind in kinds_of_parts:
         start = seconds(part.start)
         slot = Slot(part_id=part.id, start=start, end=start + seconds(part.duration))
-        if start < 0:
+        if slot.end <= 0:  # one that plays from before 0 is told so once placed
             warnings.append(_before_start(slot))
         slots_by_track.setdefault((part.participant.id, kind), []).append(slot)
         if names.get(part.participant.id) is None:
@@ -393,6 +399,7 @@ def make_plan(
             if kind not in selected_kinds or (participant_id, kind) not in slots_by_track:
                 continue
             slots, cut = resolve_overlaps(slots_by_track[participant_id, kind], timeline)
+            warnings.extend(_before_start(slot) for slot in slots if slot.start < 0)
             warnings.extend(cut)
             rate = Fraction(AUDIO_RATE) if kind == "audio" else fps
             length = to_units(timeline, rate)

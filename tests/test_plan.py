@@ -144,8 +144,17 @@ def test_a_part_hidden_once_the_recording_starts_is_left_out_not_cut_before_0() 
     assert spans(track.segments) == [(0, 48000, "later"), (48000, 96000, None)]
     assert track.segments[0].offset == 48000
     messages = [(w.part_id, w.message) for w in plan.warnings]
-    assert ("early", "hidden by later parts over its whole slot; left out") in messages
-    assert not [message for part_id, message in messages if "cut at -" in message]
+    assert [message for part_id, message in messages if part_id == "early"] == [
+        "hidden by later parts over its whole slot; left out"]
+
+
+def test_a_part_hidden_until_the_timeline_end_is_left_out_with_a_warning() -> None:
+    plan = make_plan(documents(audio=[part("early", 1, 0, 10), part("later", 1, 0, 5)]),
+                     duration=5.0)
+    (track,) = plan.tracks
+    assert track.parts == ("later",)
+    assert [(w.part_id, w.message) for w in plan.warnings] == [
+        ("early", "hidden by later parts until the timeline end, 5 s; left out")]
 
 
 def test_a_resumed_part_is_cut_at_the_timeline_end() -> None:
