@@ -243,8 +243,6 @@ async def fetch_parts(parts: Sequence[PartDownload], parts_dir: Path, settings: 
     return DownloadResults(files=run.files, failures=run.failures)
 
 
-
-
 async def _fetch_document_once(session: aiohttp.ClientSession, target: Target,
                                max_bytes: int) -> bytes:
     refuse_expired(target)

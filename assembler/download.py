@@ -13,6 +13,7 @@ is decided at the HTTP edge (`_http`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ __all__ = [
     "download_parts",
     "fetch_document",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,7 +68,6 @@ class DownloadSettings:
                     if not ok]
         if problems:
             raise InputError("download settings: " + "; ".join(problems))
-
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +152,7 @@ async def download_parts(
             part.sidecar.unlink(missing_ok=True)  # left if a run died right after the rename
         except OSError as exc:
             failures[item.part_id] = storage_error(item.part_id, f"part {item.part_id}", exc)
+            log.error("%s", failures[item.part_id], extra={"fields": {"part": item.part_id}})
             progress.part_failed(item.part_id, failures[item.part_id])
             continue
         files[item.part_id] = part.final

@@ -843,3 +843,19 @@ def test_settings_refuse_nonsense_and_say_what_is_wrong() -> None:
 ])
 def test_is_retryable(error: DownloadError, attempt: int, expected: bool) -> None:
     assert is_retryable(error, attempt) is expected
+
+
+async def test_a_whole_part_that_cannot_be_tidied_fails_alone_and_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Its final file is there, but what a crash left beside it cannot be removed.
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    (tmp_path / "a.wav.part.json").mkdir()
+    (tmp_path / "b.wav").write_bytes(b"RIFF")
+    with caplog.at_level(logging.ERROR, logger="assembler.download"):
+        found = await download_parts(
+            [PartDownload(part_id=name, url=f"http://127.0.0.1:9/{name}?sig=SECRET",
+                          filename=f"{name}.wav") for name in ("a", "b")], tmp_path)
+    assert list(found.files) == ["b"]
+    assert isinstance(found.failures["a"], StorageError)
+    assert [record.getMessage() for record in caplog.records] == [str(found.failures["a"])]
+    assert "SECRET" not in caplog.text
