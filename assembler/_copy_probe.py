@@ -32,10 +32,11 @@ def probe_parts(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str,
                 scratch: Path, ffmpeg: FfmpegSlots | None = None) -> dict[str, PartProbe]:
     """Probes for `copy_layout`; packets and headers are read only when streams allow copy.
 
-    A part whose probe surveyed it (`MediaInfo.survey`) and holds only video is
-    not read again. `ffmpeg`: the run's `--jobs` cap; the caller holds one of
-    its slots, and groups of the other parts are read side by side on slots
-    free right now (one at a time without it).
+    A part whose probe surveyed it (`MediaInfo.survey`), holding only video in
+    MP4 or Matroska, is not read again; others are read from an extract.
+    `ffmpeg`: the run's `--jobs` cap; the caller holds one of its slots, and
+    groups of the other parts are read side by side on slots free right now
+    (one at a time without it).
     """
     probes = {part_id: PartProbe(path=parts[part_id], video=_video(infos[part_id], part_id))
               for part_id in dict.fromkeys(track.parts)}

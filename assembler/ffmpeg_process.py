@@ -1,8 +1,9 @@
 """The one place that starts ffmpeg: finding the binary, capping jobs, running argv.
 
 What ffmpeg says of media (probing) is read in `media`; this module knows
-only processes: which binary (an ffmpeg on PATH, else the imageio-ffmpeg
-wheel's; never one older than `MIN_FFMPEG` when a newer one is there), how
+only processes: which binary (the one `$ASSEMBLER_FFMPEG` names, whatever its
+version; else an ffmpeg on PATH, else the imageio-ffmpeg wheel's, never one
+older than `MIN_FFMPEG` when a newer one is there), how
 many at once (`FfmpegSlots`), and how a run fails (`FFmpegError`, its reason
 in one line).
 """

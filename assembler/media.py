@@ -506,7 +506,7 @@ def _surveyed(info: MediaInfo, text: str, scratch: Path, number: int) -> VideoSu
     try:
         # Without -copyts ffmpeg moved every timestamp by minus the file's start.
         return _read_survey(text, scratch, number, stream=1 if info.audio else 0,
-                            shift=-round(info.start * 1_000_000), missing="")
+                            shift=-round(info.start * 1_000_000), missing="the part")
     except (OSError, MediaError):  # not kept: stream copy will read the part itself
         return None
 
