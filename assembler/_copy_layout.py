@@ -51,6 +51,7 @@ __all__ = [
     "keyframe_cut",
     "last_frame",
     "lead",
+    "midway_blocker",
     "nal_units",
     "parse_h264_headers",
     "part_entry",
@@ -158,9 +159,9 @@ def parse_h264_headers(units: Sequence[bytes]) -> H264Headers:
 
 def surveyed_h264(survey: VideoSurvey) -> tuple[H264Headers, int]:
     """The headers of a surveyed part's first access unit, and its count of distinct SPS."""
-    length_size, parameter_sets = _extradata_units(survey.extradata)
-    first = parameter_sets + nal_units(survey.first_packet, length_size)
-    sps = {unit for unit in parameter_sets + nal_units(survey.sps_units, None)
+    length_size, header_units = _extradata_units(survey.extradata)
+    first = header_units + nal_units(survey.first_packet, length_size)
+    sps = {unit for unit in header_units + nal_units(survey.sps_units, None)
            if unit[0] & 0x1F == _NAL_SPS}
     return parse_h264_headers(first), len(sps)
 
@@ -213,7 +214,7 @@ def copy_layout(track: TrackPlan, probes: Mapping[str, PartProbe]) -> CopyLayout
     if blocker:
         raise CopyNotPossibleError(blocker)
     placed = track.at_rate(_rates(probes)[0])
-    blocker = _grid_blocker(track, placed)
+    blocker = _grid_blocker(track, placed) or midway_blocker(placed)
     if blocker:
         raise CopyNotPossibleError(blocker)
     layout = pieces(placed, probes)
@@ -251,6 +252,22 @@ def stream_blocker(videos: Sequence[VideoStream]) -> str | None:
             or _differ("pixel format", (video.pix_fmt for video in videos))
             or _differ("sample aspect ratio", (video.sar for video in videos))
             or _differ("time base", (video.time_base for video in videos)))
+
+
+def midway_blocker(track: TrackPlan) -> str | None:
+    """Why a part of `track` would have to start midway, which copy cannot; None if none.
+
+    Copy plays every part from its first frame. Checked at the plan's rate and
+    again at the parts', where a slot's edges round anew.
+    """
+    for segment in track.segments:
+        if segment.part_id is None or not segment.offset:
+            continue
+        if segment.start == 0:
+            return f"part {segment.part_id} starts before the recording: cut at 0"
+        return (f"part {segment.part_id} resumes after a part inside it: copy cannot start "
+                "it midway")
+    return None
 
 
 def _part_blocker(part_id: str, probe: PartProbe) -> str | None:

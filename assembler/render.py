@@ -24,7 +24,7 @@ from typing import Any, Literal
 import ffmpeg
 
 from ._copy import concat_list, copy_argv, copy_track, ending_args
-from ._copy_layout import Entry
+from ._copy_layout import Entry, midway_blocker
 from ._publish import clear_leftovers, temporary_name
 from ._stamp import bwf_args, timecode_args, track_timecode, with_output_args
 from .errors import CopyNotPossibleError, MediaError, RenderError
@@ -514,11 +514,9 @@ def _copy_refusal(track: TrackPlan, probes: Mapping[str, MediaInfo],
             continue
         if is_empty(probes[segment.part_id], track.kind):
             return f"part {segment.part_id} has no frames: its slot is black"
-        if segment.offset and segment.start == 0:
-            return f"part {segment.part_id} starts before the recording: cut at 0"
-        if segment.offset:
-            return (f"part {segment.part_id} resumes after a part inside it: copy cannot "
-                    "start it midway")
+    midway = midway_blocker(track)  # known before any part is read for copy
+    if midway:
+        return midway
     # Copy keeps the parts' frames as they are: it cannot scale them down.
     tallest = max((info.video.display_size[1] for info in probes.values() if info.video),
                   default=0)

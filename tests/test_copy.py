@@ -47,7 +47,7 @@ from assembler.media import (
     read_packets,
     survey_video,
 )
-from assembler.plan import Slot, TrackPlan, place, to_units
+from assembler.plan import Slot, TrackPlan, place, resolve_overlaps, to_units
 from assembler.render import RenderedTrack, RenderSettings, render_track
 from tests.support.media import (
     colour_spans,
@@ -274,6 +274,20 @@ def test_a_b_frame_part_cut_inside_a_reordered_run_is_copied_to_its_keyframe() -
 def test_keyframe_cut_is_zero_when_only_the_first_keyframe_comes_before() -> None:
     packets = trace(B_FRAMES, dts=B_DTS)
     assert keyframe_cut(packets, 5, Fraction(30)) == 0
+
+
+def test_a_part_that_resumes_only_at_the_parts_frame_rate_is_not_copied() -> None:
+    # At the plan's 15 fps `blip` rounds to no frame; at its parts' 30 fps it takes one,
+    # and `cam` would have to start a frame into its media.
+    slots, _ = resolve_overlaps([Slot(part_id="cam", start=Fraction(0), end=Fraction(3)),
+                                 Slot(part_id="blip", start=Fraction(0),
+                                      end=Fraction(2, 100))], Fraction(3))
+    rate = Fraction(15)
+    plan = TrackPlan(participant_id=1, kind="webcam", path="p/webcam.mp4", rate=rate,
+                     length=45, slots=slots, segments=place(slots, 45, rate))
+    assert [(segment.part_id, segment.offset) for segment in plan.segments] == [("cam", 0)]
+    assert copy_blocker(plan, {"cam": part_probe(90), "blip": part_probe(90)}) == (
+        "part cam resumes after a part inside it: copy cannot start it midway")
 
 
 def test_a_part_with_frames_before_its_first_keyframe_is_not_copied() -> None:
