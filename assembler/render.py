@@ -514,6 +514,9 @@ def _copy_refusal(track: TrackPlan, probes: Mapping[str, MediaInfo],
             continue
         if is_empty(probes[segment.part_id], track.kind):
             return f"part {segment.part_id} has no frames: its slot is black"
+        if probes[segment.part_id].format == "h264":
+            # A raw stream states no times: B-frames copied from it lose their order.
+            return f"part {segment.part_id} is a raw H.264 stream, with no timestamps to copy"
     midway = midway_blocker(track)  # known before any part is read for copy
     if midway:
         return midway

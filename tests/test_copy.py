@@ -573,6 +573,23 @@ def test_parts_with_b_frames_and_sps_before_every_idr_are_copied_frame_exact(
     assert all(is_black(frame) for frame in [*frames[:RATE], *frames[4 * RATE:]])
 
 
+def test_a_raw_h264_part_with_b_frames_is_encoded_in_display_order(tmp_path: Path) -> None:
+    # Its frames grow brighter one by one: shown in decode order, they would not.
+    part = tmp_path / "cam.h264"
+    ffmpeg(["-y", "-f", "lavfi", "-i", f"color=c=black:s=64x48:r={RATE}:d=2,"
+            "geq=lum='16+3*N':cb=128:cr=128", "-c:v", "libx264", "-preset", "veryfast",
+            "-bf", "2", "-g", "15", "-pix_fmt", "yuv420p", "-f", "h264", file_arg(part)])
+    plan = track([("cam", Fraction(1), Fraction(3))], Fraction(3))
+    rendered = render(plan, {"cam": part}, tmp_path, "auto")
+    assert (rendered.strategy, rendered.reason) == (
+        "encode", "part cam is a raw H.264 stream, with no timestamps to copy")
+    frames = decode_frames(rendered.path)
+    assert len(frames) == 3 * RATE
+    brightness = [float(frame.mean()) for frame in frames[RATE:]]
+    assert brightness == sorted(brightness)
+    assert brightness[-1] - brightness[0] > 100
+
+
 def test_a_part_that_changes_size_midway_is_encoded_not_copied(tmp_path: Path) -> None:
     # Two sizes in one stream, SPS in-band (avc3), as a sender adapting to bandwidth makes.
     first = make_webcam_part(tmp_path / "a.ts", seconds=1.0, colour="red")
