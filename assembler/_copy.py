@@ -23,12 +23,14 @@ the sample entry that tells players parameter sets can change in the stream (an
 from __future__ import annotations
 
 import functools
+import struct
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 from ._copy_layout import (
     X264_DELAYS,
@@ -233,7 +235,53 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
                              samples=samples + layout.track.length,
                              timecode=timecode_args(layout.track),
                              ending=ending_args(layout.track.end, last_frame(items), spec.rate)))
+    # The concat demuxer ends the whole track, silently, at a part it cannot read to its
+    # end (a file cut short under an index that promises more): check what was written.
+    # (Its media may run longer by the B-frame delay, which an edit list takes back.)
+    written = media_seconds(output)
+    if written is None or written < layout.track.end - 1 / spec.rate:
+        shown = "no" if written is None else f"{float(written):.3f} s of"
+        raise CopyNotPossibleError(f"the copy holds {shown} video, not {float(layout.track.end):g}"
+                                   " s: a part could not be read to its end")
     return layout.track
+
+
+def media_seconds(path: Path) -> Fraction | None:
+    """How long the first track of the MP4 at `path` lasts, by its `mdhd`; None if not found.
+
+    Reads the boxes' headers only, seeking past `mdat`: an MP4 of hours costs
+    a few reads (ISO/IEC 14496-12 4.2, 8.4.2).
+    """
+    with path.open("rb") as source:
+        found = _box(source, 0, path.stat().st_size, [b"moov", b"trak", b"mdia", b"mdhd"])
+        if found is None:
+            return None
+        source.seek(found)
+        header = source.read(32)
+    wide = header[0] == 1
+    scale, length = (struct.unpack_from(">IQ", header, 20) if wide
+                     else struct.unpack_from(">II", header, 12))
+    return Fraction(length, scale) if scale else None
+
+
+def _box(source: BinaryIO, start: int, end: int, path: Sequence[bytes]) -> int | None:
+    """Where the body of the box `path` (types, outermost first) begins, or None."""
+    position = start
+    while position + 8 <= end:
+        source.seek(position)
+        size, kind = struct.unpack(">I4s", source.read(8))
+        body = position + 8
+        if size == 1:
+            size = struct.unpack(">Q", source.read(8))[0]
+            body += 8
+        elif size == 0:
+            size = end - position
+        if size < body - position:
+            return None  # not an MP4 box: do not loop
+        if kind == path[0]:
+            return body if len(path) == 1 else _box(source, body, position + size, path[1:])
+        position += size
+    return None
 
 
 def _encode_tails(layout: Sequence[Piece], spec: BlackSpec, scratch: Path, preset: str

@@ -273,6 +273,9 @@ def midway_blocker(track: TrackPlan) -> str | None:
 def _part_blocker(part_id: str, probe: PartProbe) -> str | None:
     if probe.packets is None or probe.headers is None or not probe.packets.pts:
         return f"part {part_id} has no readable H.264 packets"
+    if probe.packets.corrupt:
+        # Copied, it breaks the picture there, or ends the whole track at it.
+        return f"part {part_id} has a packet cut short: its file ends mid-write"
     if not (probe.headers.idr and probe.packets.keyframe[0]):
         return f"part {part_id} does not start with an IDR frame"
     if probe.start_moved:

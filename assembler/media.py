@@ -80,6 +80,8 @@ class PacketTrace:
     pts: tuple[int, ...]
     duration: tuple[int, ...]
     keyframe: tuple[bool, ...]
+    # Some packet is flagged corrupt: cut short, as a file ends that died mid-write.
+    corrupt: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -448,6 +450,7 @@ def _seconds(time: Fraction | None) -> float | None:
 # flags appear only when they are not exactly "key", so a line without them is a keyframe.
 _PACKET = re.compile(r"^(\d+),\s*(-?\d+),\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-f]+"
                      r"(?:,\s*F=0x([0-9A-Fa-f]+))?", re.M)
+_KEY, _CORRUPT = 0x1, 0x2  # AV_PKT_FLAG_KEY, AV_PKT_FLAG_CORRUPT
 _TRACE_EXTRADATA = re.compile(r"^#extradata (\d+):\s*(\d+),\s*(0x[0-9a-f]+)", re.M)
 
 
@@ -481,7 +484,8 @@ def _packet_trace(text: str, *, stream: int = 0, shift: int = 0, missing: str) -
         dts=tuple(_unshifted(int(packet[0]), ticks) for packet in packets),
         pts=tuple(_unshifted(int(packet[1]), ticks) for packet in packets),
         duration=tuple(int(packet[2]) for packet in packets),
-        keyframe=tuple(not packet[3] or bool(int(packet[3], 16) & 1) for packet in packets),
+        keyframe=tuple(not packet[3] or bool(int(packet[3], 16) & _KEY) for packet in packets),
+        corrupt=any(packet[3] and int(packet[3], 16) & _CORRUPT for packet in packets),
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from assembler._copy import BlackSpec, black_argv, concat_list, copy_argv
+from assembler._copy import BlackSpec, black_argv, concat_list, copy_argv, media_seconds
 from assembler._copy_layout import (
     BlackGop,
     Entry,
@@ -57,6 +57,7 @@ from tests.support.media import (
     frame_times,
     is_black,
     make_colour_video,
+    make_tone,
     mp4_durations,
     rgb,
     top_level_boxes,
@@ -588,6 +589,33 @@ def test_a_raw_h264_part_with_b_frames_is_encoded_in_display_order(tmp_path: Pat
     brightness = [float(frame.mean()) for frame in frames[RATE:]]
     assert brightness == sorted(brightness)
     assert brightness[-1] - brightness[0] > 100
+
+
+def test_a_part_cut_short_mid_packet_is_encoded_not_copied(tmp_path: Path) -> None:
+    # A recorder that died mid-write: the index (moov, in front) promises a last packet
+    # the file holds only part of. Copied, it broke that picture (or, with B-frames,
+    # ended the whole track there while the run said copy).
+    whole = make_webcam_part(tmp_path / "whole.mp4", seconds=4.0, colour="red")
+    cut = tmp_path / "cut.mp4"
+    ffmpeg(["-y", "-i", file_arg(whole), "-c", "copy", "-movflags", "+faststart",
+            file_arg(cut)])
+    cut.write_bytes(cut.read_bytes()[:-5])
+    after = make_webcam_part(tmp_path / "after.mp4", seconds=2.0, colour="blue")
+    plan = track([("cut", Fraction(0), Fraction(4)), ("after", Fraction(5), Fraction(7))],
+                 Fraction(7))
+    rendered = render(plan, {"cut": cut, "after": after}, tmp_path, "auto")
+    assert (rendered.strategy, rendered.reason) == (
+        "encode", "part cut has a packet cut short: its file ends mid-write")
+    frames = decode_frames(rendered.path)
+    assert len(frames) == 7 * RATE
+    assert colour_spans(frames, "red") == [(0, 4 * RATE - 1)]  # the last, cut short: black
+    assert colour_spans(frames, "blue") == [(5 * RATE, 7 * RATE)]
+
+
+def test_media_seconds_reads_an_mp4_index_and_nothing_else(tmp_path: Path) -> None:
+    part = make_webcam_part(tmp_path / "cam.mp4", seconds=2.0, colour="red")
+    assert media_seconds(part) == 2
+    assert media_seconds(make_tone(tmp_path / "tone.wav", seconds=1.0)) is None
 
 
 def test_a_part_that_changes_size_midway_is_encoded_not_copied(tmp_path: Path) -> None:
