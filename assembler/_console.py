@@ -508,7 +508,7 @@ class BatchDisplay:
                                                         f"{int(task.total or 0)}",
                                  detail=f"{self._counts()}{_left(task)}")
         bad = status in ("failed", "invalid")
-        if self.log_each or (self.progress and bad):
+        if self.log_each or bad:  # a recording not made is said even under --quiet
             error = f": {row['error']}" if "error" in row else ""  # names the line, when bad
             log.log(logging.WARNING if bad else logging.INFO, "%s%s",
                     f"{row['id']} {status}" if row["id"] else status, error,

@@ -268,3 +268,15 @@ def test_a_jobs_line_sets_its_own_options_over_the_batchs(
     again = run_batch(jobs, out)
     assert again.returncode == 0, again.stderr
     assert {row["status"] for row in rows(out).values()} == {"skipped"}
+
+
+def test_quiet_still_names_each_recording_not_made(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"id": "broken", "audio_parts": "a.json", "crf": 99}\n', encoding="utf-8")
+    done = run_batch(jobs, tmp_path / "out", "--quiet")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    said = done.stderr.splitlines()
+    assert len(said) == 1
+    assert said[0].startswith("warning: broken invalid: line 1 ")
+    assert "crf" in said[0]
