@@ -410,7 +410,10 @@ def _scan_group(files: Sequence[tuple[Path, MediaInfo]]) -> dict[Path, MediaInfo
     return scanned
 
 
-_CRC_LINE = re.compile(r"^(\d+),\s*-?\d+,\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-f]+(.*)$", re.M)
+# framecrc lines: stream, dts, pts, duration, size, crc[, F=flags][, side data]. The
+# flags appear only when they are not exactly "key", so a line without them is a keyframe.
+_PACKET = re.compile(r"^(\d+),\s*(-?\d+),\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-f]+"
+                     r"(?:,\s*F=0x([0-9A-Fa-f]+))?(.*)$", re.M)
 _CRC_TIME_BASE = re.compile(r"^#tb (\d+): (\d+)/(\d+)", re.M)
 _NO_PTS = -(2**63)
 
@@ -421,10 +424,10 @@ def _with_packets(info: MediaInfo, text: str) -> MediaInfo:
     ticks: dict[int, int] = {}  # each stream's end in its time base
     counts: dict[int, int] = {}
     first: dict[int, str] = {}
-    for line in _CRC_LINE.finditer(text):
-        stream, pts, duration = int(line[1]), int(line[2]), int(line[3])
+    for line in _PACKET.finditer(text):
+        stream, pts, duration = int(line[1]), int(line[3]), int(line[4])
         counts[stream] = counts.get(stream, 0) + 1
-        first.setdefault(stream, line[4])
+        first.setdefault(stream, line[6])
         if pts != _NO_PTS:
             end = pts + max(duration, 0)
             ticks[stream] = max(ticks.get(stream, end), end)
@@ -446,10 +449,6 @@ def _seconds(time: Fraction | None) -> float | None:
     return None if time is None else float(time)
 
 
-# framecrc lines: stream, dts, pts, duration, size, crc[, F=flags][, side data]. The
-# flags appear only when they are not exactly "key", so a line without them is a keyframe.
-_PACKET = re.compile(r"^(\d+),\s*(-?\d+),\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-f]+"
-                     r"(?:,\s*F=0x([0-9A-Fa-f]+))?", re.M)
 _KEY, _CORRUPT = 0x1, 0x2  # AV_PKT_FLAG_KEY, AV_PKT_FLAG_CORRUPT
 _TRACE_EXTRADATA = re.compile(r"^#extradata (\d+):\s*(\d+),\s*(0x[0-9a-f]+)", re.M)
 
@@ -476,7 +475,7 @@ def _packet_trace(text: str, *, stream: int = 0, shift: int = 0, missing: str) -
     if time_base is None:
         raise MediaError(missing)
     ticks = _ticks(shift, time_base)
-    packets = [packet[1:] for packet in _PACKET.findall(text) if int(packet[0]) == stream]
+    packets = [packet[1:5] for packet in _PACKET.findall(text) if int(packet[0]) == stream]
     extradata = _extradata_line(text, stream)
     return PacketTrace(
         time_base=time_base,
