@@ -136,10 +136,10 @@ def _placements(track: TrackPlan, probes: Mapping[str, MediaInfo]) -> list[_Plac
     # would be one ffmpeg input feeding two chains, which ffmpeg-python refuses.
     placed: list[_Placed] = []
     lead = 0
+    last_run = {segment.part_id: number for number, segment in enumerate(track.segments)}
     for number, segment in enumerate(track.segments):
         if segment.part_id is not None and not is_empty(probes[segment.part_id], track.kind):
-            again = any(later.part_id == segment.part_id
-                        for later in track.segments[number + 1:])
+            again = last_run[segment.part_id] > number
             placed.append(_Placed(segment.part_id, 0 if placed else lead, segment.length, 0,
                                   segment.offset,
                                   segment.offset + segment.length if again else None))
