@@ -13,20 +13,25 @@ from what `_copy_probe` reads. Here:
    its slot start (a VFR part keeps its own timestamps after that); `outpoint` ends
    a part at the first packet, in decode order, that is not shown inside its slot.
 
-Parameter sets: when every part and the black GOP share one avcC, packets are copied
-untouched into an `avc1` track. Otherwise the concat demuxer's `h264_mp4toannexb`
-puts each file's SPS/PPS in front of its IDR frames and the track is tagged `avc3`,
-the sample entry that tells players parameter sets can change in the stream (an
-`avc1` MP4 keeps only the first segment's, see FIELD-NOTES).
+Parameter sets: black and each re-encoded tail get SPS/PPS ids the parts do not use
+(x264's `sps-id`), so one avcC record can hold every segment's parameter sets: the
+packets are copied untouched into an `avc1` track, and that record is written in
+place of the one ffmpeg took from the first segment (an `avc1` MP4 keeps only the
+first segment's, see FIELD-NOTES). Only when the records cannot share one (parts
+coded with different parameter sets under one id) does the concat demuxer's
+`h264_mp4toannexb` put each file's SPS/PPS in front of its IDR frames, the track
+then tagged `avc3`, the sample entry that tells players parameter sets can change
+in the stream; that round trip through Annex B costs as much again as the copy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import struct
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -48,6 +53,8 @@ from ._copy_layout import (
     last_frame,
     lead,
     part_entry,
+    shared_avcc,
+    spare_parameter_set_ids,
 )
 from ._copy_probe import probe_parts, timescale_args
 from ._stamp import timecode_args
@@ -57,7 +64,7 @@ from .media import MediaInfo, PacketTrace, read_packets
 from .plan import TrackPlan
 
 __all__ = ["BlackSpec", "black_argv", "concat_list", "copy_argv", "copy_track", "ending_args",
-           "tail_argv"]
+           "read_avcc", "replace_avcc", "tail_argv"]
 
 
 # --- argv and list text: pure -----------------------------------------------------------
@@ -112,6 +119,8 @@ class BlackSpec:
     profile: str  # x264's name
     level_idc: int
     delay: int  # frames from the first dts to the first pts, see X264_DELAYS
+    # The id of its SPS and PPS: one the parts do not use, so all can share one avcC.
+    parameter_set_id: int = 0
 
 
 def black_argv(spec: BlackSpec, frames: int, output: Path, *, preset: str) -> list[str]:
@@ -144,11 +153,12 @@ def _level(level_idc: int) -> str:
 
 def _x264_args(spec: BlackSpec, frames: int, output: Path, *, preset: str) -> list[str]:
     """Encoder and muxer arguments for `frames` frames matching the parts' stream."""
+    ids = f":sps-id={spec.parameter_set_id}" if spec.parameter_set_id else ""
     return ["-frames:v", str(frames), "-c:v", "libx264", "-preset", preset,
             "-profile:v", spec.profile, "-pix_fmt", spec.pix_fmt,
             # No lookahead: it halves the time for black and changes no header.
             "-x264-params", f"level={_level(spec.level_idc)}:keyint={frames}:scenecut=0:"
-                            f"rc-lookahead=0:sync-lookahead=0:{X264_DELAYS[spec.delay]}",
+                            f"rc-lookahead=0:sync-lookahead=0:{X264_DELAYS[spec.delay]}{ids}",
             *timescale_args(spec.time_base), "-an", "-f", "mp4", file_arg(output)]
 
 
@@ -216,13 +226,14 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
         scratch = Path(name)
         probes = probe_parts(track, parts, infos, scratch, ffmpeg)
         layout = copy_layout(track, probes)
-        spec = _black_spec(layout)
+        records = {probe.extradata for probe in probes.values() if probe.packets}
+        spare_ids = spare_parameter_set_ids(records)
+        spec = _black_spec(layout, next(spare_ids, 0))
         black = _make_black(black_runs(layout.pieces), spec, preset)
-        extradata = {probe.packets.extradata for probe in probes.values() if probe.packets}
-        if black is not None:
-            extradata.add(black.packets.extradata)
-        encoded = _encode_tails(layout.pieces, spec, scratch, preset)
-        extradata |= {packets.extradata for packets in encoded.values()}
+        encoded = _encode_tails(layout.pieces, spec, spare_ids, scratch, preset)
+        records |= {read_avcc(path) for path in [*([black.path] if black else []),
+                                                 *(scratch / f"tail-{index}.mp4"
+                                                   for index in encoded)]}
         joined = [part_entry(scratch / f"tail-{index}.mp4", encoded[index], piece.frames,
                              spec.rate)[0] if isinstance(piece, Tail) else piece
                   for index, piece in enumerate(layout.pieces)]
@@ -230,11 +241,16 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
         items = entries(joined, black)
         listing.write_text(concat_list(items), encoding="utf-8")
         samples = sum(len(probe.packets.pts) for probe in probes.values() if probe.packets)
+        # Segments coded with different parameter sets share one avcC when their ids
+        # differ; only when they cannot does every packet go through Annex B and back.
+        shared = shared_avcc(records) if len(records) > 1 else None
         run_ffmpeg(copy_argv(listing, output, time_base=spec.time_base,
-                             in_band=len(extradata) != 1 or None in extradata,
+                             in_band=shared is None and (len(records) != 1 or b"" in records),
                              samples=samples + layout.track.length,
                              timecode=timecode_args(layout.track),
                              ending=ending_args(layout.track.end, last_frame(items), spec.rate)))
+        if shared is not None:
+            replace_avcc(output, shared)
     # The concat demuxer ends the whole track, silently, at a part it cannot read to its
     # end (a file cut short under an index that promises more): check what was written.
     # (Its media may run longer by the B-frame delay, which an edit list takes back.)
@@ -247,16 +263,17 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
 
 
 def media_seconds(path: Path) -> Fraction | None:
-    """How long the first track of the MP4 at `path` lasts, by its `mdhd`; None if not found.
+    """How long the first video track of the MP4 at `path` lasts, by its `mdhd`; None if
+    not found.
 
     Reads the boxes' headers only, seeking past `mdat`: an MP4 of hours costs
     a few reads (ISO/IEC 14496-12 4.2, 8.4.2).
     """
     with path.open("rb") as source:
-        found = _box(source, 0, path.stat().st_size, [b"moov", b"trak", b"mdia", b"mdhd"])
+        found = _boxes(source, 0, path.stat().st_size, [*_VIDEO_TRACK, b"mdhd"])
         if found is None:
             return None
-        source.seek(found)
+        source.seek(found[-1].body)
         header = source.read(32)
     wide = header[0] == 1
     scale, length = (struct.unpack_from(">IQ", header, 20) if wide
@@ -264,10 +281,78 @@ def media_seconds(path: Path) -> Fraction | None:
     return Fraction(length, scale) if scale else None
 
 
-def _box(source: BinaryIO, start: int, end: int, path: Sequence[bytes]) -> int | None:
-    """Where the body of the box `path` (types, outermost first) begins, or None."""
+def replace_avcc(path: Path, record: bytes) -> None:
+    """Make `record` the avcC record of the MP4 at `path`, in its index's reserved room.
+
+    The index (moov) is in front, reserved by `moov_bytes`, and a `free` box fills
+    the rest of the reservation: the avcC box and the boxes around it grow into
+    that room and no media moves, so no chunk offset changes (ISO/IEC 14496-12
+    8.1.2, 14496-15 5.4.2). Raises `CopyNotPossibleError` when the file is not so.
+    """
+    with path.open("r+b") as file:
+        chain = _boxes(file, 0, path.stat().st_size, [*_VIDEO_TRACK, *_AVCC])
+        moov = chain[0] if chain else None
+        if moov is None or any(box.body - box.position != 8 for box in chain or ()):
+            raise CopyNotPossibleError("the copy's index has no avcC record where expected")
+        assert chain is not None
+        file.seek(moov.position)
+        index = bytearray(file.read(moov.size + 8))
+        room, kind = (struct.unpack_from(">I4s", index, moov.size)
+                      if len(index) == moov.size + 8 else (0, b""))  # the index ends the file
+        avcc = chain[-1]
+        growth = len(record) + 8 - avcc.size
+        left = room - growth  # a free box is at least its 8-byte header, or gone
+        if kind != b"free" or not (left == 0 or left >= 8):
+            raise CopyNotPossibleError("the copy's index has no room for its parameter sets")
+        for box in chain[:-1]:
+            offset = box.position - moov.position
+            struct.pack_into(">I", index, offset, box.size + growth)
+        offset = avcc.position - moov.position
+        index[offset:offset + avcc.size] = struct.pack(">I4s", len(record) + 8, b"avcC") + record
+        del index[moov.size + growth:]
+        if left:
+            index += struct.pack(">I4s", left, b"free")
+        file.seek(moov.position)
+        file.write(index)
+
+
+def read_avcc(path: Path) -> bytes:
+    """The avcC record of the first video track of the MP4 at `path` (b"" if it has none)."""
+    with path.open("rb") as source:
+        found = _boxes(source, 0, path.stat().st_size, [*_VIDEO_TRACK, *_AVCC])
+        if found is None:
+            return b""
+        source.seek(found[-1].body)
+        return source.read(found[-1].size - (found[-1].body - found[-1].position))
+
+
+@dataclass(frozen=True, slots=True)
+class _Box:
+    position: int  # of its header, in the file
+    size: int  # header included
+    body: int  # where its body begins
+
+
+_VIDEO_TRACK = [b"moov", b"trak", b"mdia", b"hdlr:vide"]
+_AVCC = [b"minf", b"stbl", b"stsd", b"avc1", b"avcC"]
+# Bytes between a box's header and its first child: the sample description's version
+# and count, the visual sample entry's fields (ISO/IEC 14496-12 8.5.2, 12.1.3).
+_FIELDS = {b"stsd": 8, b"avc1": 78}
+
+
+def _boxes(source: BinaryIO, start: int, end: int, path: Sequence[bytes]) -> list[_Box] | None:
+    """The boxes down `path` (types, outermost first) from the first branch holding it all.
+
+    `hdlr:vide` is no step down: it picks the branch whose `hdlr` names a video track.
+    """
+    if path and path[0] == b"hdlr:vide":
+        found = _boxes(source, start, end, [b"hdlr"])
+        if found is None:
+            return None
+        source.seek(found[0].body + 8)  # past version, flags and pre_defined
+        return _boxes(source, start, end, path[1:]) if source.read(4) == b"vide" else None
     position = start
-    while position + 8 <= end:
+    while path and position + 8 <= end:
         source.seek(position)
         size, kind = struct.unpack(">I4s", source.read(8))
         body = position + 8
@@ -279,23 +364,28 @@ def _box(source: BinaryIO, start: int, end: int, path: Sequence[bytes]) -> int |
         if size < body - position:
             return None  # not an MP4 box: do not loop
         if kind == path[0]:
-            return body if len(path) == 1 else _box(source, body, position + size, path[1:])
+            box = _Box(position, size, body)
+            inner = _boxes(source, body + _FIELDS.get(kind, 0), position + size, path[1:])
+            if inner is not None:
+                return [box, *inner]
         position += size
-    return None
+    return [] if not path else None
 
 
-def _encode_tails(layout: Sequence[Piece], spec: BlackSpec, scratch: Path, preset: str
-                  ) -> dict[int, PacketTrace]:
+def _encode_tails(layout: Sequence[Piece], spec: BlackSpec, spare_ids: Iterator[int],
+                  scratch: Path, preset: str) -> dict[int, PacketTrace]:
     """Re-encode every smart-cut tail to `scratch/tail-<index in layout>.mp4`.
 
-    Returns each file's packets by the tail's index in the layout.
+    Each takes the next of `spare_ids` for its parameter sets (its length shapes
+    its SPS). Returns each file's packets by the tail's index in the layout.
     """
     encoded: dict[int, PacketTrace] = {}
     for index, tail in enumerate(layout):
         if not isinstance(tail, Tail):
             continue
         path = scratch / f"tail-{index}.mp4"
-        run_ffmpeg(tail_argv(spec, tail, path, preset=preset))
+        tail_spec = dataclasses.replace(spec, parameter_set_id=next(spare_ids, 0))
+        run_ffmpeg(tail_argv(tail_spec, tail, path, preset=preset))
         packets = read_packets(path)
         if lead(packets) != spec.delay / spec.rate or len(packets.pts) != tail.frames:
             raise CopyNotPossibleError(f"the re-encoded end of {tail.path.name} does not "
@@ -304,12 +394,13 @@ def _encode_tails(layout: Sequence[Piece], spec: BlackSpec, scratch: Path, prese
     return encoded
 
 
-def _black_spec(layout: CopyLayout) -> BlackSpec:
+def _black_spec(layout: CopyLayout, parameter_set_id: int) -> BlackSpec:
     video = layout.video
     return BlackSpec(width=video.width, height=video.height, pix_fmt=video.pix_fmt or "yuv420p",
                      sar=video.sar, rate=layout.track.rate, time_base=layout.time_base,
                      profile=X264_PROFILES[layout.headers.profile_idc],
-                     level_idc=layout.headers.level_idc, delay=layout.delay)
+                     level_idc=layout.headers.level_idc, delay=layout.delay,
+                     parameter_set_id=parameter_set_id)
 
 
 def _make_black(runs: Sequence[int], spec: BlackSpec, preset: str) -> BlackGop | None:

@@ -21,10 +21,12 @@ joins they behave alike: one B-frame delay fits both.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,6 +36,7 @@ from .media import PacketTrace, VideoStream, VideoSurvey
 from .plan import TrackPlan, to_units
 
 __all__ = [
+    "AvcRecord",
     "BlackGop",
     "CopyLayout",
     "Entry",
@@ -53,10 +56,13 @@ __all__ = [
     "lead",
     "midway_blocker",
     "nal_units",
+    "parameter_set_id",
     "parse_h264_headers",
     "part_entry",
     "pieces",
     "real_rate",
+    "shared_avcc",
+    "spare_parameter_set_ids",
     "split_black",
     "stream_blocker",
     "surveyed_h264",
@@ -75,7 +81,7 @@ GOP_SECONDS = 2
 # The longest frame interval (seconds) a copied track's grid may have where it would
 # move a slot: beyond it parts are a slide show, placed by encode at --fps instead.
 SPARSE_FRAME = Fraction(1, 5)
-_NAL_SPS, _NAL_IDR = 7, 5
+_NAL_SPS, _NAL_PPS, _NAL_IDR = 7, 8, 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +102,7 @@ class PartProbe:
     packets: PacketTrace | None = None
     headers: H264Headers | None = None
     parameter_sets: int = 1  # distinct SPS in the stream: more means it changes midway
+    extradata: bytes = b""  # the codec's private data: for H.264 in MP4, its avcC record
     # The container's start disagrees with the first frame's time: an edit list, as a
     # cut made by stream copy leaves, moves the part in a way the concat demuxer does not.
     start_moved: bool = False
@@ -182,22 +189,122 @@ def nal_units(data: bytes, length_size: int | None) -> list[bytes]:
 
 
 def _extradata_units(extradata: bytes) -> tuple[int | None, list[bytes]]:
-    """(NAL length size, parameter set units) of H.264 extradata: an avcC record (ISO/IEC
-    14496-15 5.3.3.1), or Annex B units as a raw or MPEG-TS stream has (length size None)."""
-    if len(extradata) < 7 or extradata[0] != 1:
+    """(NAL length size, parameter set units) of H.264 extradata: an avcC record, or
+    Annex B units as a raw or MPEG-TS stream has (length size None)."""
+    record = AvcRecord.parse(extradata)
+    if record is None:
         return None, nal_units(extradata, None)
-    units: list[bytes] = []
-    position = 5
-    for count_bits in (0x1F, 0xFF):  # how many SPS (low 5 bits), then how many PPS
-        if position >= len(extradata):
-            break
-        count = extradata[position] & count_bits
-        position += 1
-        for _ in range(count):  # each a 16-bit size, then the unit
-            size = int.from_bytes(extradata[position:position + 2], "big")
-            units.append(extradata[position + 2:position + 2 + size])
-            position += 2 + size
-    return (extradata[4] & 3) + 1, [unit for unit in units if unit]
+    return record.length_size, list(record.units)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AvcRecord:
+    """An avcC record (AVCDecoderConfigurationRecord, ISO/IEC 14496-15 5.3.3.1) taken apart."""
+
+    profile_idc: int
+    compatibility: int  # the constraint_set flags byte
+    level_idc: int
+    length_size: int  # bytes of each NAL unit's length in the samples
+    units: tuple[bytes, ...]  # its SPS, then its PPS
+    extension: bytes  # what follows the PPS: the High profiles' chroma and bit depth fields
+
+    @classmethod
+    def parse(cls, extradata: bytes) -> AvcRecord | None:
+        """The record `extradata` holds, or None when it is not an avcC record."""
+        if len(extradata) < 7 or extradata[0] != 1:
+            return None
+        units: list[bytes] = []
+        position = 5
+        for count_bits in (0x1F, 0xFF):  # how many SPS (low 5 bits), then how many PPS
+            if position >= len(extradata):
+                break
+            count = extradata[position] & count_bits
+            position += 1
+            for _ in range(count):  # each a 16-bit size, then the unit
+                size = int.from_bytes(extradata[position:position + 2], "big")
+                units.append(extradata[position + 2:position + 2 + size])
+                position += 2 + size
+        return cls(profile_idc=extradata[1], compatibility=extradata[2],
+                   level_idc=extradata[3], length_size=(extradata[4] & 3) + 1,
+                   units=tuple(unit for unit in units if unit), extension=extradata[position:])
+
+    def to_bytes(self) -> bytes:
+        sps = [unit for unit in self.units if unit[0] & 0x1F == _NAL_SPS]
+        pps = [unit for unit in self.units if unit[0] & 0x1F == _NAL_PPS]
+        record = bytearray([1, self.profile_idc, self.compatibility, self.level_idc,
+                            0xFC | (self.length_size - 1), 0xE0 | len(sps)])
+        for index, unit in enumerate(sps + pps):
+            if index == len(sps):
+                record.append(len(pps))
+            record += len(unit).to_bytes(2, "big") + unit
+        if not pps:
+            record.append(0)
+        return bytes(record + self.extension)
+
+
+def parameter_set_id(unit: bytes) -> tuple[int, int] | None:
+    """(NAL type, id) of an SPS or PPS unit, or None for any other unit or a short one.
+
+    The id is the unit's first Exp-Golomb field after its fixed bytes:
+    seq_parameter_set_id after profile, flags and level, pic_parameter_set_id
+    first (ITU-T H.264 7.3.2.1.1, 7.3.2.2, 9.1).
+    """
+    kind = unit[0] & 0x1F if unit else 0
+    if kind not in (_NAL_SPS, _NAL_PPS):
+        return None
+    # Emulation prevention bytes (00 00 03) are not part of the fields (7.4.1).
+    payload = unit[1:12].replace(b"\x00\x00\x03", b"\x00\x00")
+    bits = "".join(f"{byte:08b}" for byte in payload)[24 if kind == _NAL_SPS else 0:]
+    zeros = len(bits) - len(bits.lstrip("0"))
+    if 2 * zeros + 1 > len(bits):
+        return None
+    return kind, int(bits[zeros:2 * zeros + 1], 2) - 1
+
+
+def spare_parameter_set_ids(records: Iterable[bytes | None]) -> Iterator[int]:
+    """Ids from 1 up (x264's `sps-id`: 0 to 31) no SPS or PPS of `records` uses.
+
+    Black and each re-encoded tail take one, so their parameter sets can sit in one
+    avcC record beside the parts' (`shared_avcc`).
+    """
+    used = {found[1] for record in records if record and (parsed := AvcRecord.parse(record))
+            for unit in parsed.units if (found := parameter_set_id(unit))}
+    return (number for number in range(1, 32) if number not in used)
+
+
+def shared_avcc(records: Collection[bytes | None]) -> bytes | None:
+    """One avcC record holding the parameter sets of every record of `records`, or None.
+
+    A record may hold several SPS and PPS: a decoder loads them all and each slice
+    names its PPS (and so its SPS) by id, so segments coded with different
+    parameter sets play from one `avc1` sample entry without parameter sets in band.
+    That needs every record to be avcC with one NAL length size, profile and
+    extension, and no id naming two different units. The header claims what holds
+    for all: the flags they share and the highest level.
+    """
+    parsed = [AvcRecord.parse(record) if record else None for record in records]
+    if not parsed or None in parsed:
+        return None
+    first = parsed[0]
+    assert first is not None
+    by_id: dict[tuple[int, int], bytes] = {}
+    for record in parsed:
+        assert record is not None
+        if (record.length_size, record.profile_idc, record.extension) != (
+                first.length_size, first.profile_idc, first.extension):
+            return None
+        for unit in record.units:
+            found = parameter_set_id(unit)
+            if found is None or by_id.setdefault(found, unit) != unit:
+                return None
+    if sum(kind == _NAL_SPS for kind, _ in by_id) > 0x1F:
+        return None
+    flags = functools.reduce(operator.and_, (record.compatibility for record in parsed
+                                             if record is not None))
+    level = max(record.level_idc for record in parsed if record is not None)
+    return AvcRecord(profile_idc=first.profile_idc, compatibility=flags, level_idc=level,
+                     length_size=first.length_size, units=tuple(by_id.values()),
+                     extension=first.extension).to_bytes()
 
 
 # --- the decision ------------------------------------------------------------------------

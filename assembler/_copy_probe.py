@@ -66,7 +66,7 @@ def probe_parts(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str,
             else infos[part_id].start
         found[part_id] = PartProbe(
             path=sources[part_id][0], video=probes[part_id].video, packets=packets,
-            headers=headers, parameter_sets=parameter_sets,
+            headers=headers, parameter_sets=parameter_sets, extradata=surveys[part_id].extradata,
             start_moved=part_id not in extracts
             and abs(first_frame - infos[part_id].start) > 1e-3)
     return found

@@ -7,15 +7,26 @@ part's own compressed packets in the output (copied, not re-encoded).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from assembler._copy import BlackSpec, black_argv, concat_list, copy_argv, media_seconds
+from assembler._copy import (
+    BlackSpec,
+    black_argv,
+    concat_list,
+    copy_argv,
+    media_seconds,
+    read_avcc,
+    replace_avcc,
+)
 from assembler._copy_layout import (
+    AvcRecord,
     BlackGop,
     Entry,
     H264Headers,
@@ -28,9 +39,12 @@ from assembler._copy_layout import (
     entries,
     keyframe_cut,
     nal_units,
+    parameter_set_id,
     parse_h264_headers,
     pieces,
     real_rate,
+    shared_avcc,
+    spare_parameter_set_ids,
     split_black,
     surveyed_h264,
 )
@@ -403,6 +417,42 @@ def test_nal_units_stop_at_a_cut_short_packet() -> None:
     assert nal_units(b"\x00\x00", 4) == []
 
 
+# avcC records x264 wrote: a part's (SPS and PPS id 0) and black's (`sps-id=1`).
+PART_AVCC = bytes.fromhex("0142c01effe100196742c01eda0280bfe5c044000003000400000300f03c58ba80"
+                          "01000468ce0fc8")
+BLACK_AVCC = bytes.fromhex("0142c01effe100196742c01e5680a02ff970110000030001000003003c0f162e"
+                           "a00100056848e0fc80")
+
+
+def test_an_avcc_record_is_taken_apart_and_put_back_as_it_was() -> None:
+    record = AvcRecord.parse(PART_AVCC)
+    assert record is not None
+    assert (record.profile_idc, record.level_idc, record.length_size) == (66, 30, 4)
+    assert [parameter_set_id(unit) for unit in record.units] == [(7, 0), (8, 0)]
+    assert record.to_bytes() == PART_AVCC
+    assert AvcRecord.parse(bytes.fromhex("000000016742")) is None  # Annex B, not avcC
+
+
+def test_parameter_sets_with_their_own_ids_share_one_avcc() -> None:
+    shared = AvcRecord.parse(shared_avcc([PART_AVCC, BLACK_AVCC]) or b"")
+    assert shared is not None
+    assert [parameter_set_id(unit) for unit in shared.units] == [(7, 0), (7, 1), (8, 0), (8, 1)]
+    assert set(shared.units) == {*AvcRecord.parse(PART_AVCC).units,  # type: ignore[union-attr]
+                                 *AvcRecord.parse(BLACK_AVCC).units}  # type: ignore[union-attr]
+    assert list(itertools.islice(spare_parameter_set_ids([PART_AVCC, BLACK_AVCC]), 2)) == [2, 3]
+
+
+@pytest.mark.parametrize("other", [
+    PART_AVCC[:-1] + b"\xc9",  # another PPS under id 0
+    PART_AVCC[:4] + b"\xfd" + PART_AVCC[5:],  # 2-byte NAL lengths
+    bytes.fromhex("000000016742c01e"),  # Annex B
+    b"",
+], ids=["same-id", "length-size", "annex-b", "none"])
+def test_parameter_sets_that_cannot_share_an_avcc_are_told(other: bytes) -> None:
+    assert shared_avcc([PART_AVCC, other]) is None
+
+
+
 # --- end to end: real ffmpeg --------------------------------------------------------------
 
 RATE = 30
@@ -467,6 +517,13 @@ def packet_md5s(path: Path) -> set[str]:
     return set(_NON_KEY_MD5.findall(text))
 
 
+def avcc_ids(path: Path) -> list[tuple[int, int]]:
+    """(NAL type, id) of each parameter set in the avc1 sample entry of the MP4 at `path`."""
+    record = AvcRecord.parse(read_avcc(path))
+    assert record is not None, "no avc1 sample entry"
+    return sorted(found for unit in record.units if (found := parameter_set_id(unit)))
+
+
 @pytest.fixture(scope="module")
 def webcam_parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("webcam")
@@ -493,6 +550,8 @@ def test_webcam_parts_are_copied_frame_exact(webcam_parts: dict[str, Path], tmp_
     assert (rendered.strategy, rendered.reason) == ("copy", None)
     assert_placed(rendered, COLOURS, short=frozenset({"blue"}))
     assert packet_md5s(webcam_parts["green"]) <= packet_md5s(rendered.path)
+    # One avc1 sample entry holds the parts' parameter sets and black's, under its own ids.
+    assert avcc_ids(rendered.path) == [(7, 0), (7, 1), (8, 0), (8, 1)]
     boxes = top_level_boxes(rendered.path)
     assert boxes.index(b"moov") < boxes.index(b"mdat"), boxes
     assert [path.name for path in rendered.path.parent.iterdir()] == ["webcam.mp4"]
@@ -522,10 +581,11 @@ def test_b_frame_parts_are_copied_with_matching_black(b_frame_parts: dict[str, P
     assert packet_md5s(b_frame_parts["cyan"]) <= packet_md5s(rendered.path)
 
 
-@pytest.mark.parametrize("end", [Fraction(47, 30), Fraction(48, 30), Fraction(49, 30)],
+@pytest.mark.parametrize(("end", "tail"), [(Fraction(47, 30), False), (Fraction(48, 30), True),
+                                           (Fraction(49, 30), True)],
                          ids=["47-frames", "48-frames", "49-frames"])
 def test_b_frame_parts_cut_anywhere_are_copied_to_a_keyframe_and_smart_cut(
-        b_frame_parts: dict[str, Path], tmp_path: Path, end: Fraction) -> None:
+        b_frame_parts: dict[str, Path], tmp_path: Path, end: Fraction, tail: bool) -> None:
     # Cyan (2 s, GOP 30) plays for `end` seconds: a cut inside a reordered run for most
     # ends. Its first GOP is copied as is; frames 30 to the cut are re-encoded.
     slots = [("cyan", Fraction(0), end), ("magenta", Fraction(2), Fraction(3))]
@@ -535,6 +595,9 @@ def test_b_frame_parts_cut_anywhere_are_copied_to_a_keyframe_and_smart_cut(
     first_gop = ffmpeg(["-i", file_arg(b_frame_parts["cyan"]), "-map", "0:v:0", "-c", "copy",
                         "-frames:v", "30", "-f", "framemd5", "-"], stdout=True).decode()
     assert set(_NON_KEY_MD5.findall(first_gop)) <= packet_md5s(rendered.path)
+    # A re-encoded tail has parameter sets of its own beside the part's and black's.
+    assert avcc_ids(rendered.path) == [
+        (kind, number) for kind in (7, 8) for number in ((0, 1, 2) if tail else (0, 1))]
 
 
 def test_mismatched_sizes_fail_copy_and_encode_under_auto(webcam_parts: dict[str, Path],
@@ -610,6 +673,21 @@ def test_a_part_cut_short_mid_packet_is_encoded_not_copied(tmp_path: Path) -> No
     assert len(frames) == 7 * RATE
     assert colour_spans(frames, "red") == [(0, 4 * RATE - 1)]  # the last, cut short: black
     assert colour_spans(frames, "blue") == [(5 * RATE, 7 * RATE)]
+
+
+def test_an_avcc_is_replaced_only_in_the_room_reserved_for_the_index(tmp_path: Path) -> None:
+    reserved, plain = tmp_path / "reserved.mp4", tmp_path / "plain.mp4"
+    source = make_webcam_part(tmp_path / "cam.mp4", seconds=1.0, colour="red")
+    ffmpeg(["-y", "-i", file_arg(source), "-c", "copy", "-moov_size", "65536", file_arg(reserved)])
+    ffmpeg(["-y", "-i", file_arg(source), "-c", "copy", file_arg(plain)])
+    before = decode_frames(reserved)
+    record = shared_avcc([read_avcc(reserved), BLACK_AVCC])
+    assert record is not None
+    replace_avcc(reserved, record)
+    assert read_avcc(reserved) == record
+    assert np.array_equal(decode_frames(reserved), before)
+    with pytest.raises(CopyNotPossibleError, match="no room"):
+        replace_avcc(plain, record)  # its index is at the end, nothing reserved after it
 
 
 def test_media_seconds_reads_an_mp4_index_and_nothing_else(tmp_path: Path) -> None:
