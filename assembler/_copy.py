@@ -50,6 +50,7 @@ from ._copy_layout import (
     copy_layout,
     entries,
     gop_frames,
+    gop_repeats,
     last_frame,
     lead,
     part_entry,
@@ -410,7 +411,9 @@ def _make_black(runs: Sequence[int], spec: BlackSpec, preset: str) -> BlackGop |
     path = BLACK.file(spec, frames, preset)
     packets = _checked_black(path, spec)
     return BlackGop(path=path, frames=frames, rate=spec.rate, packets=packets,
-                    cuts=clean_prefixes(packets, spec.rate))
+                    cuts=clean_prefixes(packets, spec.rate),
+                    repeats={count: BLACK.file(spec, frames, preset, count)
+                             for count in gop_repeats(runs, frames)})
 
 
 def _checked_black(path: Path, spec: BlackSpec) -> PacketTrace:
@@ -436,21 +439,32 @@ class BlackCache:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._files: dict[tuple[BlackSpec, int, str], Path] = {}
+        self._lock = threading.RLock()
+        self._files: dict[tuple[BlackSpec, int, str, int], Path] = {}
         self._directory: tempfile.TemporaryDirectory[str] | None = None
 
-    def file(self, spec: BlackSpec, frames: int, preset: str) -> Path:
-        """The file of `frames` black frames to `spec`, encoded on first use."""
-        key = (spec, frames, preset)
+    def file(self, spec: BlackSpec, frames: int, preset: str, times: int = 1) -> Path:
+        """A file of a GOP of `frames` black frames to `spec`, `times` over (a power of
+        two), made on first use: the GOP by x264, then each by joining two of half as
+        many, packets copied."""
+        key = (spec, frames, preset, times)
+        # Made under the lock: two tracks needing the same black wait for one encode.
         with self._lock:
             if key in self._files:
                 return self._files[key]
             if self._directory is None:
                 self._directory = tempfile.TemporaryDirectory(prefix="assembler-black-")
-            path = Path(self._directory.name) / f"black-{len(self._files)}-{frames}.mp4"
-            # Encoded under the lock: two tracks needing the same black wait for one encode.
-            run_ffmpeg(black_argv(spec, frames, path, preset=preset))
+            half = self.file(spec, frames, preset, times // 2) if times > 1 else None
+            path = Path(self._directory.name) / f"black-{len(self._files)}-{frames}x{times}.mp4"
+            if half is None:
+                run_ffmpeg(black_argv(spec, frames, path, preset=preset))
+            else:
+                listing = path.with_suffix(".ffconcat")
+                entry = Entry(path=half, duration=times // 2 * frames / spec.rate)
+                listing.write_text(concat_list([entry, entry]), encoding="utf-8")
+                run_ffmpeg(["-y", "-f", "concat", "-safe", "0", "-auto_convert", "0",
+                            "-i", file_arg(listing), "-c", "copy",
+                            *timescale_args(spec.time_base), "-f", "mp4", file_arg(path)])
             self._files[key] = path  # only once it is whole
         return path
 

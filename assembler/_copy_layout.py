@@ -27,7 +27,7 @@ import math
 import operator
 import statistics
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,6 +51,7 @@ __all__ = [
     "cut_packets",
     "entries",
     "gop_frames",
+    "gop_repeats",
     "keyframe_cut",
     "last_frame",
     "lead",
@@ -142,6 +143,9 @@ class BlackGop:
     rate: Fraction
     packets: PacketTrace
     cuts: tuple[int, ...]  # frame counts, ascending, whose packet prefix shows just them
+    # Files of the GOP back to back, by how many times (powers of two, see `gop_repeats`):
+    # the concat demuxer takes ~2 ms to open a file, so a long gap is a few of them.
+    repeats: Mapping[int, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,7 +324,12 @@ def copy_layout(track: TrackPlan, probes: Mapping[str, PartProbe]) -> CopyLayout
         or _packet_blocker(probes)
     if blocker:
         raise CopyNotPossibleError(blocker)
-    placed = track.at_rate(_rates(probes)[0])
+    rates = _rates(probes)
+    blocker = _differ("frame rate", (f"{float(rate):g} fps" for rate in rates)) \
+        or _bframe_time_base_blocker(probes)
+    if blocker:
+        raise CopyNotPossibleError(blocker)
+    placed = track.at_rate(rates[0])
     blocker = _grid_blocker(track, placed) or midway_blocker(placed)
     if blocker:
         raise CopyNotPossibleError(blocker)
@@ -409,9 +418,7 @@ def _packet_blocker(probes: Mapping[str, PartProbe]) -> str | None:
         if blocker:
             return blocker
     headers = [probe.headers for probe in probes.values() if probe.headers]
-    return (_differ("H.264 level", (_level(header.level_idc) for header in headers))
-            or _differ("frame rate", (f"{float(rate):g} fps" for rate in _rates(probes)))
-            or _bframe_time_base_blocker(probes))
+    return _differ("H.264 level", (_level(header.level_idc) for header in headers))
 
 
 def _grid_blocker(track: TrackPlan, placed: TrackPlan) -> str | None:
@@ -591,6 +598,13 @@ def black_runs(layout: Iterable[Piece]) -> list[int]:
     return [piece for piece in layout if isinstance(piece, int)]
 
 
+def gop_repeats(runs: Iterable[int], frames: int) -> set[int]:
+    """How many times over (powers of two from 2) the `frames`-frame GOP must be on file for
+    `_black_entries` to join each run's whole GOPs from one file per binary digit."""
+    return {1 << digit for run in runs for digit in range(1, (run // frames).bit_length())
+            if run // frames >> digit & 1}
+
+
 def gop_frames(runs: Sequence[int], rate: Fraction) -> int:
     """Frames in the black GOP: `GOP_SECONDS`, or the longest run when all are shorter."""
     return min(to_units(Fraction(GOP_SECONDS), rate), max(runs))
@@ -634,8 +648,13 @@ def entries(layout: Iterable[Entry | int], black: BlackGop | None) -> list[Entry
 
 def _black_entries(frames: int, black: BlackGop) -> list[Entry]:
     whole, rest = divmod(frames, black.frames)
-    result = [Entry(path=black.path, duration=black.frames / black.rate,
-                    last=(black.frames - 1) / black.rate)] * whole
+    result = []
+    files = {1: black.path, **black.repeats}
+    for count in sorted(files, reverse=True):  # the most GOPs a file holds first
+        times, whole = divmod(whole, count)
+        length = count * black.frames
+        result += [Entry(path=files[count], duration=length / black.rate,
+                         last=(length - 1) / black.rate)] * times
     for piece in split_black(rest, black.cuts):
         kept = cut_packets(black.packets, piece, black.rate)
         if kept is None:

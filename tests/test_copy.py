@@ -7,6 +7,7 @@ part's own compressed packets in the output (copied, not re-encoded).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import assembler._copy as copy_module
 from assembler._copy import (
     BlackSpec,
     black_argv,
@@ -37,6 +39,7 @@ from assembler._copy_layout import (
     copy_layout,
     cut_packets,
     entries,
+    gop_repeats,
     keyframe_cut,
     nal_units,
     parameter_set_id,
@@ -187,6 +190,20 @@ def test_black_runs_are_whole_gops_and_clean_prefixes(
     got = entries([run], black_gop(gop))
     assert [(entry.path, entry.duration, entry.outpoint) for entry in got] == [
         (GOP, duration, outpoint) for duration, outpoint in expected]
+
+
+def test_a_long_gap_is_a_file_per_binary_digit_of_its_whole_gops() -> None:
+    # 45 GOPs (101101 in binary) and a prefix; another run needs 2 GOPs only.
+    assert gop_repeats([45 * 30 + 10, 2 * 30, 29], 30) == {4, 8, 32, 2}
+    files = {count: Path(f"/tmp/.copy-x/black-x{count}.mp4") for count in (2, 4, 8, 32)}
+    black = dataclasses.replace(black_gop(), repeats=files)
+    got = entries([45 * 30 + 10], black)
+    assert [(entry.path, entry.duration, entry.last) for entry in got] == [
+        (files[32], Fraction(32), Fraction(32 * 30 - 1, 30)),
+        (files[8], Fraction(8), Fraction(8 * 30 - 1, 30)),
+        (files[4], Fraction(4), Fraction(4 * 30 - 1, 30)),
+        (GOP, Fraction(1), Fraction(29, 30)),
+        (GOP, Fraction(1, 3), Fraction(9, 30))]
 
 
 def test_split_black_uses_fewest_clean_prefixes() -> None:
@@ -598,6 +615,23 @@ def test_b_frame_parts_cut_anywhere_are_copied_to_a_keyframe_and_smart_cut(
     # A re-encoded tail has parameter sets of its own beside the part's and black's.
     assert avcc_ids(rendered.path) == [
         (kind, number) for kind in (7, 8) for number in ((0, 1, 2) if tail else (0, 1))]
+
+
+def test_a_long_gap_is_joined_from_black_repeated_on_file(b_frame_parts: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    # 18.5 s of black (GOPs of 2 s, B-frame pyramid): the GOP 8 times over on file (made
+    # from 4 and 2 times), the GOP, then a prefix; every frame must be where it was.
+    slots = [("magenta", Fraction(0), Fraction(1)), ("cyan", Fraction(39, 2), Fraction(43, 2))]
+    rendered = render(track(slots, Fraction(43, 2)), b_frame_parts, tmp_path, "copy")
+    assert rendered.strategy == "copy"
+    assert_placed(rendered, COLOURS)
+    frames = decode_frames(rendered.path)  # every frame as decoded, none resampled
+    assert len(frames) == 43 * RATE // 2
+    assert colour_spans(frames, "magenta") == [(0, RATE)]
+    assert colour_spans(frames, "cyan") == [(39 * RATE // 2, 43 * RATE // 2)]
+    made = {path.name for path in copy_module.BLACK._files.values()}
+    assert {name.rsplit("x", 1)[1] for name in made if name.endswith(".mp4")} >= {
+        "2.mp4", "4.mp4", "8.mp4"}
 
 
 def test_mismatched_sizes_fail_copy_and_encode_under_auto(webcam_parts: dict[str, Path],
