@@ -1,5 +1,5 @@
 """`python -m assembler`."""
 
-from .cli import main
+from .cli import command
 
-raise SystemExit(main())
+command()

@@ -8,6 +8,7 @@ input; 3 a download failed for good. Of `batch`: 0 every recording finished;
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import time
 from contextlib import nullcontext
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from .errors import (
     EXIT_BAD_INPUT,
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from .report import FailureEntry
     from .verify import BatchCheck, RecordingCheck
 
-__all__ = ["main"]
+__all__ = ["command", "main"]
 
 T = TypeVar("T")
 
@@ -570,6 +571,18 @@ def _quiet_broken_pipe() -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
     return EXIT_BROKEN_PIPE
+
+
+def command() -> NoReturn:
+    """The `assembler` command: `main()`, then exit with its status.
+
+    The objects a run made are frozen first, so Python's teardown does not walk
+    them all collecting garbage (0.2 s after a 120-part download): the operating
+    system frees the memory at once. Files are closed and exit handlers run as ever.
+    """
+    status = main()
+    gc.freeze()
+    sys.exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
