@@ -76,6 +76,9 @@ X264_PROFILES = {66: "baseline", 77: "main", 100: "high", 110: "high10", 122: "h
 # B-frame delays (frames from the first packet's dts to the first frame's pts) x264
 # can give black: 0 without B-frames, 1 with B-frames but no pyramid, 2 with a pyramid.
 X264_DELAYS = {0: "bframes=0", 1: "bframes=1:b-pyramid=none", 2: "bframes=3:b-pyramid=normal"}
+# x264 gives n frames a B-frame delay of at most n - 1: a smart-cut tail shorter than
+# the longest delay black may take could not join it.
+SHORTEST_TAIL = max(X264_DELAYS) + 1
 # Black GOP length: x264 needs ~0.3 s for 2 s of 720p black; a long gap repeats the
 # GOP (a 3 h gap is 5400 concat entries, opened in about a second).
 GOP_SECONDS = 2
@@ -527,7 +530,8 @@ def cut_packets(packets: PacketTrace, frames: int, rate: Fraction) -> int | None
 
 
 def keyframe_cut(packets: PacketTrace, frames: int, rate: Fraction) -> int:
-    """The most frames, at most `frames`, a packet prefix shows exactly: up to a keyframe.
+    """The most frames, fewer than `frames`, a packet prefix shows exactly: up to a keyframe
+    leaving at least `SHORTEST_TAIL` frames to re-encode.
 
     0 when no keyframe after the first comes early enough: the whole slot is re-encoded.
     """
@@ -535,7 +539,7 @@ def keyframe_cut(packets: PacketTrace, frames: int, rate: Fraction) -> int:
     starts = sorted({to_units((pts - first) * packets.time_base, rate)
                      for pts, key in zip(packets.pts, packets.keyframe, strict=True) if key})
     for start in reversed(starts):
-        if 0 < start <= frames and cut_packets(packets, start, rate) is not None:
+        if 0 < start <= frames - SHORTEST_TAIL and cut_packets(packets, start, rate) is not None:
             return start
     return 0
 

@@ -308,6 +308,15 @@ def test_keyframe_cut_is_zero_when_only_the_first_keyframe_comes_before() -> Non
     assert keyframe_cut(packets, 5, Fraction(30)) == 0
 
 
+def test_keyframe_cut_leaves_a_tail_x264_can_give_the_b_frame_delay() -> None:
+    # Keyframes at 0 and 7. Cut 2 frames after the second, the tail could not have
+    # black's delay of 2 frames (x264 gives 2 frames a delay of 1): start at the first.
+    packets = trace([*B_FRAMES, *(7 + index for index in B_FRAMES)],
+                    dts=[index - 2 for index in range(14)], keyframes=(0, 7))
+    assert keyframe_cut(packets, 9, Fraction(30)) == 0
+    assert keyframe_cut(packets, 10, Fraction(30)) == 7
+
+
 def test_a_part_that_resumes_only_at_the_parts_frame_rate_is_not_copied() -> None:
     # At the plan's 15 fps `blip` rounds to no frame; at its parts' 30 fps it takes one,
     # and `cam` would have to start a frame into its media.
@@ -598,9 +607,9 @@ def test_b_frame_parts_are_copied_with_matching_black(b_frame_parts: dict[str, P
     assert packet_md5s(b_frame_parts["cyan"]) <= packet_md5s(rendered.path)
 
 
-@pytest.mark.parametrize(("end", "tail"), [(Fraction(47, 30), False), (Fraction(48, 30), True),
-                                           (Fraction(49, 30), True)],
-                         ids=["47-frames", "48-frames", "49-frames"])
+@pytest.mark.parametrize(("end", "tail"), [(Fraction(32, 30), True), (Fraction(47, 30), False),
+                                           (Fraction(48, 30), True), (Fraction(49, 30), True)],
+                         ids=["32-frames", "47-frames", "48-frames", "49-frames"])
 def test_b_frame_parts_cut_anywhere_are_copied_to_a_keyframe_and_smart_cut(
         b_frame_parts: dict[str, Path], tmp_path: Path, end: Fraction, tail: bool) -> None:
     # Cyan (2 s, GOP 30) plays for `end` seconds: a cut inside a reordered run for most
