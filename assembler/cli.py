@@ -503,8 +503,9 @@ def _print_recording(args: argparse.Namespace, check: RecordingCheck, console: C
         print(f"{found.problem} {args.dir / found.path}: {found.detail}")
     if not args.quiet:
         differ = f"{len(check.differences)} differ" if check.differences else "all match"
-        console.print(f"{check.checked} files checked in {args.dir}: {differ}",
-                      highlight=False)
+        # One line however long the path: a log reader greps it whole.
+        console.print(f"{_files(check.checked)} checked in {args.dir}: {differ}",
+                      highlight=False, soft_wrap=True)
     return EXIT_OK if check.ok else EXIT_TRACK_FAILED
 
 
@@ -517,12 +518,16 @@ def _print_batch(batch: BatchCheck) -> int:
             # Fixity only: what a failed run did write is still as it was written.
             unfinished = (f"; its run failed (exit {entry.failed_run} in batch.json)"
                           if entry.failed_run is not None else "")
-            print(f"{entry.id}: ok, {entry.check.checked} files match{unfinished}")
+            print(f"{entry.id}: ok, {_files(entry.check.checked)} match{unfinished}")
         else:
             named = ", ".join(f"{found.path} {found.problem}" for found in entry.check.differences)
             print(f"{entry.id}: differs, {len(entry.check.differences)} of "
-                  f"{entry.check.checked} files: {named}")
+                  f"{_files(entry.check.checked)}: {named}")
     return EXIT_OK if batch.ok else EXIT_TRACK_FAILED
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
 
 
 def _verify(args: argparse.Namespace, console: Console) -> int:

@@ -81,6 +81,17 @@ def test_a_fresh_run_verifies_with_and_without_decoding(made: Path) -> None:
     assert (decoded.checked, decoded.differences) == (3, ())
 
 
+def test_a_report_of_one_file_says_file(copy: Path) -> None:
+    report = _report(copy)
+    for person in report["participants"]:
+        person["tracks"] = [entry for entry in person["tracks"] if entry["path"] == AUDIO]
+    report["outputs"] = []
+    _rewrite_report(copy, report)
+    done = assembler("verify", str(copy))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [f"1 file checked in {copy}: all match"]
+
+
 class Heard:
     """Records what `verify` tells its progress display."""
 
