@@ -227,14 +227,17 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
         scratch = Path(name)
         probes = probe_parts(track, parts, infos, scratch, ffmpeg)
         layout = copy_layout(track, probes)
-        records = {probe.extradata for probe in probes.values() if probe.packets}
-        spare_ids = spare_parameter_set_ids(records)
+        copied = [probe for probe in probes.values() if probe.packets]  # in track order
+        in_band = [unit for probe in copied for unit in probe.in_band]
+        spare_ids = spare_parameter_set_ids([probe.extradata for probe in copied], in_band)
         spec = _black_spec(layout, next(spare_ids, 0))
         black = _make_black(black_runs(layout.pieces), spec, preset)
         encoded = _encode_tails(layout.pieces, spec, spare_ids, scratch, preset)
-        records |= {read_avcc(path) for path in [*([black.path] if black else []),
-                                                 *(scratch / f"tail-{index}.mp4"
-                                                   for index in encoded)]}
+        # Listed in track order, each once: the avcC written is the same every run.
+        made = [*([black.path] if black else []),
+                *(scratch / f"tail-{index}.mp4" for index in encoded)]
+        records = list(dict.fromkeys([*(probe.extradata for probe in copied),
+                                      *(read_avcc(path) for path in made)]))
         joined = [part_entry(scratch / f"tail-{index}.mp4", encoded[index], piece.frames,
                              spec.rate)[0] if isinstance(piece, Tail) else piece
                   for index, piece in enumerate(layout.pieces)]
@@ -244,7 +247,7 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
         samples = sum(len(probe.packets.pts) for probe in probes.values() if probe.packets)
         # Segments coded with different parameter sets share one avcC when their ids
         # differ; only when they cannot does every packet go through Annex B and back.
-        shared = shared_avcc(records) if len(records) > 1 else None
+        shared = shared_avcc(records, in_band) if len(records) > 1 else None
         run_ffmpeg(copy_argv(listing, output, time_base=spec.time_base,
                              in_band=shared is None and (len(records) != 1 or b"" in records),
                              samples=samples + layout.track.length,
@@ -377,15 +380,18 @@ def _encode_tails(layout: Sequence[Piece], spec: BlackSpec, spare_ids: Iterator[
                   scratch: Path, preset: str) -> dict[int, PacketTrace]:
     """Re-encode every smart-cut tail to `scratch/tail-<index in layout>.mp4`.
 
-    Each takes the next of `spare_ids` for its parameter sets (its length shapes
-    its SPS). Returns each file's packets by the tail's index in the layout.
+    Tails of each length take the next of `spare_ids` for their parameter sets (the
+    length shapes the SPS). Returns each file's packets by the tail's index in the layout.
     """
     encoded: dict[int, PacketTrace] = {}
+    ids: dict[int, int] = {}  # by length in frames
     for index, tail in enumerate(layout):
         if not isinstance(tail, Tail):
             continue
         path = scratch / f"tail-{index}.mp4"
-        tail_spec = dataclasses.replace(spec, parameter_set_id=next(spare_ids, 0))
+        if tail.frames not in ids:
+            ids[tail.frames] = next(spare_ids, 0)
+        tail_spec = dataclasses.replace(spec, parameter_set_id=ids[tail.frames])
         run_ffmpeg(tail_argv(tail_spec, tail, path, preset=preset))
         packets = read_packets(path)
         if lead(packets) != spec.delay / spec.rate or len(packets.pts) != tail.frames:

@@ -26,7 +26,7 @@ import itertools
 import math
 import operator
 import statistics
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -107,6 +107,7 @@ class PartProbe:
     headers: H264Headers | None = None
     parameter_sets: int = 1  # distinct SPS in the stream: more means it changes midway
     extradata: bytes = b""  # the codec's private data: for H.264 in MP4, its avcC record
+    in_band: tuple[bytes, ...] = ()  # the SPS and PPS its packets carry, each once
     # The container's start disagrees with the first frame's time: an edit list, as a
     # cut made by stream copy leaves, moves the part in a way the concat demuxer does not.
     start_moved: bool = False
@@ -171,13 +172,14 @@ def parse_h264_headers(units: Sequence[bytes]) -> H264Headers:
                        idr=any(unit[0] & 0x1F == _NAL_IDR for unit in units))
 
 
-def surveyed_h264(survey: VideoSurvey) -> tuple[H264Headers, int]:
-    """The headers of a surveyed part's first access unit, and its count of distinct SPS."""
+def surveyed_h264(survey: VideoSurvey) -> tuple[H264Headers, int, tuple[bytes, ...]]:
+    """The headers of a surveyed part's first access unit, its count of distinct SPS, and
+    its distinct in-band SPS and PPS units."""
     length_size, header_units = _extradata_units(survey.extradata)
     first = header_units + nal_units(survey.first_packet, length_size)
-    sps = {unit for unit in header_units + nal_units(survey.sps_units, None)
-           if unit[0] & 0x1F == _NAL_SPS}
-    return parse_h264_headers(first), len(sps)
+    in_band = tuple(dict.fromkeys(nal_units(survey.in_band_sets, None)))
+    sps = {unit for unit in (*header_units, *in_band) if unit[0] & 0x1F == _NAL_SPS}
+    return parse_h264_headers(first), len(sps), in_band
 
 
 def nal_units(data: bytes, length_size: int | None) -> list[bytes]:
@@ -268,28 +270,34 @@ def parameter_set_id(unit: bytes) -> tuple[int, int] | None:
     return kind, int(bits[zeros:2 * zeros + 1], 2) - 1
 
 
-def spare_parameter_set_ids(records: Iterable[bytes | None]) -> Iterator[int]:
-    """Ids from 1 up (x264's `sps-id`: 0 to 31) no SPS or PPS of `records` uses.
+def spare_parameter_set_ids(records: Iterable[bytes], in_band: Iterable[bytes] = ()
+                            ) -> Iterator[int]:
+    """Ids from 1 up (x264's `sps-id`: 0 to 31) no SPS or PPS uses, of `records` (avcC)
+    or of `in_band` (units the parts' packets carry, which replace a decoder's set of
+    the same id).
 
     Black and each re-encoded tail take one, so their parameter sets can sit in one
     avcC record beside the parts' (`shared_avcc`).
     """
-    used = {found[1] for record in records if record and (parsed := AvcRecord.parse(record))
-            for unit in parsed.units if (found := parameter_set_id(unit))}
+    units = [*(unit for record in records if (parsed := AvcRecord.parse(record))
+               for unit in parsed.units), *in_band]
+    used = {found[1] for unit in units if (found := parameter_set_id(unit))}
     return (number for number in range(1, 32) if number not in used)
 
 
-def shared_avcc(records: Collection[bytes | None]) -> bytes | None:
-    """One avcC record holding the parameter sets of every record of `records`, or None.
+def shared_avcc(records: Sequence[bytes], in_band: Iterable[bytes] = ()) -> bytes | None:
+    """One avcC record holding the parameter sets of every record of `records` and the
+    units of `in_band`, or None. The first record's header leads.
 
     A record may hold several SPS and PPS: a decoder loads them all and each slice
     names its PPS (and so its SPS) by id, so segments coded with different
     parameter sets play from one `avc1` sample entry without parameter sets in band.
     That needs every record to be avcC with one NAL length size, profile and
-    extension, and no id naming two different units. The header claims what holds
-    for all: the flags they share and the highest level.
+    extension, and no id naming two different units, in a record or in band (a
+    part's own in-band set would replace another segment's). The header claims
+    what holds for all: the flags they share and the highest level.
     """
-    parsed = [AvcRecord.parse(record) if record else None for record in records]
+    parsed = [AvcRecord.parse(record) for record in records]
     if not parsed or None in parsed:
         return None
     first = parsed[0]
@@ -300,10 +308,10 @@ def shared_avcc(records: Collection[bytes | None]) -> bytes | None:
         if (record.length_size, record.profile_idc, record.extension) != (
                 first.length_size, first.profile_idc, first.extension):
             return None
-        for unit in record.units:
-            found = parameter_set_id(unit)
-            if found is None or by_id.setdefault(found, unit) != unit:
-                return None
+    for unit in [*(unit for record in parsed if record for unit in record.units), *in_band]:
+        found = parameter_set_id(unit)
+        if found is None or by_id.setdefault(found, unit) != unit:
+            return None
     if sum(kind == _NAL_SPS for kind, _ in by_id) > 0x1F:
         return None
     flags = functools.reduce(operator.and_, (record.compatibility for record in parsed

@@ -61,12 +61,13 @@ def probe_parts(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str,
     found: dict[str, PartProbe] = {}
     for part_id in ids:
         packets = surveys[part_id].packets
-        headers, parameter_sets = surveyed_h264(surveys[part_id])
+        headers, parameter_sets, in_band = surveyed_h264(surveys[part_id])
         first_frame = float(min(packets.pts) * packets.time_base) if packets.pts \
             else infos[part_id].start
         found[part_id] = PartProbe(
             path=sources[part_id][0], video=probes[part_id].video, packets=packets,
             headers=headers, parameter_sets=parameter_sets, extradata=surveys[part_id].extradata,
+            in_band=in_band,
             start_moved=part_id not in extracts
             and abs(first_frame - infos[part_id].start) > 1e-3)
     return found

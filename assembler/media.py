@@ -96,9 +96,9 @@ class VideoSurvey:
     packets: PacketTrace  # timestamps as stored, as `read_packets` gives them
     extradata: bytes  # the codec's private data (b"" when it has none)
     first_packet: bytes
-    # The stream's in-band H.264 SPS NAL units, nothing else: Annex B whatever the file's
-    # framing (filter_units, which keeps them, writes its units so).
-    sps_units: bytes
+    # The stream's in-band H.264 SPS and PPS NAL units, nothing else: Annex B whatever the
+    # file's framing (filter_units, which keeps them, writes its units so).
+    in_band_sets: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -519,14 +519,14 @@ def _survey_outputs(stream: str, scratch: Path, number: int) -> list[str]:
 
     Both copy packets as they are, with no decoding and whatever the codec: the
     first packet with the codec's extradata in front, and the in-band H.264 SPS
-    NAL units (type 7) alone. `filter_units` takes the codecs ffmpeg can split
+    and PPS NAL units (types 7 and 8) alone. `filter_units` takes the codecs ffmpeg can split
     into units (H.264, H.265, VP8, VP9, AV1, ...); with any other the run fails.
     """
     source = ["-map", stream, "-c", "copy"]
     return [*source, "-frames:v", "1", "-bsf:v", "dump_extra=freq=all", "-f", "data",
             file_arg(scratch / f"{number}.first"),
-            *source, "-bsf:v", "filter_units=pass_types=7", "-f", "data",
-            file_arg(scratch / f"{number}.sps")]
+            *source, "-bsf:v", "filter_units=pass_types=7-8", "-f", "data",
+            file_arg(scratch / f"{number}.sets")]
 
 
 def _read_survey(text: str, scratch: Path, number: int, *, stream: int, shift: int,
@@ -539,7 +539,7 @@ def _read_survey(text: str, scratch: Path, number: int, *, stream: int, shift: i
     # dump_extra leaves out the extradata when the packet already starts with it.
     size = extradata[0] if extradata else 0
     return VideoSurvey(packets=packets, extradata=first[:size], first_packet=first[size:],
-                       sps_units=(scratch / f"{number}.sps").read_bytes())
+                       in_band_sets=(scratch / f"{number}.sets").read_bytes())
 
 
 def survey_video(streams: Sequence[tuple[Path, int]], scratch: Path) -> list[VideoSurvey]:

@@ -422,18 +422,18 @@ OTHER_SPS = b"\x67\x42\xc0\x1f\xdb"  # another size or level
     # MP4/Matroska: an avcC and length-prefixed units; in-band SPS repeating the avcC's
     # (filter_units writes the SPS it keeps in Annex B whatever the stream's framing).
     ({"extradata": avcc(SPS), "first_packet": prefixed(IDR),
-      "sps_units": b"\x00\x00\x00\x01" + SPS + b"\x00\x00\x00\x01" + SPS}, 1),
+      "in_band_sets": b"\x00\x00\x00\x01" + SPS + b"\x00\x00\x00\x01" + SPS}, 1),
     ({"extradata": avcc(SPS), "first_packet": prefixed(SPS, PPS, IDR),
-      "sps_units": b"\x00\x00\x00\x01" + SPS + b"\x00\x00\x00\x01" + OTHER_SPS}, 2),
+      "in_band_sets": b"\x00\x00\x00\x01" + SPS + b"\x00\x00\x00\x01" + OTHER_SPS}, 2),
     # A raw or MPEG-TS stream: Annex B throughout, 3- and 4-byte start codes.
     ({"extradata": b"\x00\x00\x00\x01" + SPS + b"\x00\x00\x01" + PPS,
-      "first_packet": b"\x00\x00\x00\x01" + IDR, "sps_units": b""}, 1),
+      "first_packet": b"\x00\x00\x00\x01" + IDR, "in_band_sets": b""}, 1),
     ({"extradata": b"", "first_packet": b"\x00\x00\x01" + SPS + b"\x00\x00\x01" + IDR,
-      "sps_units": b"\x00\x00\x01" + SPS + b"\x00\x00\x01" + OTHER_SPS}, 2),
+      "in_band_sets": b"\x00\x00\x01" + SPS + b"\x00\x00\x01" + OTHER_SPS}, 2),
 ], ids=["avcc", "avcc-changes", "annex-b", "annex-b-in-band"])
 def test_surveyed_h264_reads_either_framing(survey: dict[str, bytes],
                                             parameter_sets: int) -> None:
-    headers, found = surveyed_h264(VideoSurvey(packets=trace([0]), **survey))
+    headers, found, _ = surveyed_h264(VideoSurvey(packets=trace([0]), **survey))
     assert (headers.profile_idc, headers.level_idc, headers.idr) == (66, 30, True)
     assert found == parameter_sets
 
@@ -466,6 +466,21 @@ def test_parameter_sets_with_their_own_ids_share_one_avcc() -> None:
     assert set(shared.units) == {*AvcRecord.parse(PART_AVCC).units,  # type: ignore[union-attr]
                                  *AvcRecord.parse(BLACK_AVCC).units}  # type: ignore[union-attr]
     assert list(itertools.islice(spare_parameter_set_ids([PART_AVCC, BLACK_AVCC]), 2)) == [2, 3]
+
+
+# PPS units under ids 2 and 1 (pic_parameter_set_id is their first field).
+PPS_ID_2, PPS_ID_1 = b"\x68\x73\x80", b"\x68\x5c\x80"
+
+
+def test_a_parts_in_band_parameter_sets_count_as_used_and_listed() -> None:
+    # A part's packets may carry a set its avcC does not list: black must not take its id,
+    # and the shared record lists it too.
+    assert list(itertools.islice(spare_parameter_set_ids([PART_AVCC], [PPS_ID_2]), 2)) == [1, 3]
+    shared = AvcRecord.parse(shared_avcc([PART_AVCC, BLACK_AVCC], [PPS_ID_2]) or b"")
+    assert shared is not None
+    assert PPS_ID_2 in shared.units
+    # In band under black's id with other content: it would replace black's in a decoder.
+    assert shared_avcc([PART_AVCC, BLACK_AVCC], [PPS_ID_1]) is None
 
 
 @pytest.mark.parametrize("other", [
@@ -678,6 +693,12 @@ def test_parts_with_b_frames_and_sps_before_every_idr_are_copied_frame_exact(
     assert colour_spans(frames, "red") == [(RATE, 2 * RATE)]
     assert colour_spans(frames, "blue") == [(2 * RATE, 4 * RATE)]
     assert all(is_black(frame) for frame in [*frames[:RATE], *frames[4 * RATE:]])
+    # The survey keeps the in-band SPS and PPS, each once: ids black must not take.
+    info = probe_many([part], survey=[part])[part]
+    assert isinstance(info, MediaInfo)
+    assert info.survey is not None
+    _, _, in_band = surveyed_h264(info.survey)
+    assert [parameter_set_id(unit) for unit in in_band] == [(7, 0), (8, 0)]
 
 
 def test_a_raw_h264_part_with_b_frames_is_encoded_in_display_order(tmp_path: Path) -> None:
