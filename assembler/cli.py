@@ -33,6 +33,7 @@ from .plan import (
     AUDIO_FORMATS,
     CAPTION_FORMATS,
     KINDS,
+    MAX_SECONDS,
     TIMELINE_FORMATS,
     VIDEO_STRATEGIES,
     X264_PRESETS,
@@ -125,6 +126,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> float:
+    value = _positive_float(text)
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SECONDS} seconds (a week), "
+                                         f"not {text!r}")
+    return value
+
+
 def _frame_rate(text: str) -> Fraction:
     value = _number(Fraction, "a number or a ratio like 30000/1001")(text)
     if not 0 < value <= 240:
@@ -186,7 +195,7 @@ def _download_options(parser: argparse.ArgumentParser) -> None:
 
 def _render_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("tracks")
-    group.add_argument("--duration", type=_positive_float, metavar="SECONDS",
+    group.add_argument("--duration", type=_duration, metavar="SECONDS",
                        help="timeline length in seconds (default: the latest part end)")
     group.add_argument("--audio-format", choices=AUDIO_FORMATS, default="flac",
                        metavar="FORMAT",

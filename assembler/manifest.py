@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from .errors import AssemblerError, InvalidInputsError, ManifestError, redact_url
+from .plan import MAX_SECONDS
 
 __all__ = [
     "AudioPart",
@@ -74,9 +75,6 @@ def _http_url(value: str) -> str:
     return value
 
 
-# No meeting lasts a week: a larger time is a broken document (1e308 s would plan
-# 3e312 samples and fail only in ffmpeg, after every download).
-MAX_SECONDS = 7 * 24 * 3600
 Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 # A time on the recording's clock: the API documents speaker turns, events, words and
 # parts before the recording start with negative times. Outputs clip them at 0.

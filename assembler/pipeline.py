@@ -50,7 +50,7 @@ from .manifest import (
     load_documents,
 )
 from .media import MediaInfo
-from .plan import DEFAULT_FPS, KINDS, Kind, Plan, TrackPlan, make_plan
+from .plan import DEFAULT_FPS, KINDS, MAX_SECONDS, Kind, Plan, TrackPlan, make_plan
 from .render import RenderedTrack, RenderSettings, render_track
 from .report import FailureEntry, Report, build_report, write_json
 from .rerun import PreviousRun, drop_parts, remove_stale, track_inputs
@@ -88,8 +88,8 @@ class RunOptions:
     keep_parts: bool = True  # False: remove parts/ after a complete run
 
     def __post_init__(self) -> None:
-        if self.duration is not None and not self.duration > 0:
-            raise ValueError("duration must be > 0 seconds")
+        if self.duration is not None and not 0 < self.duration <= MAX_SECONDS:
+            raise ValueError(f"duration must be > 0 and <= {MAX_SECONDS} seconds (a week)")
         if self.jobs < 1:
             raise ValueError("jobs must be >= 1")
         if not self.fps > 0:

@@ -39,6 +39,7 @@ __all__ = [
     "AUDIO_RATE",
     "DEFAULT_FPS",
     "KINDS",
+    "MAX_SECONDS",
     "Kind",
     "ParticipantPlan",
     "Plan",
@@ -59,6 +60,10 @@ Kind = Literal["audio", "webcam", "screenshare"]
 KINDS: tuple[Kind, ...] = ("audio", "webcam", "screenshare")
 AUDIO_RATE = 48000
 DEFAULT_FPS = Fraction(30)
+# No meeting lasts a week: a larger time is a broken document or a typo (1e12 s would
+# plan a timeline ffmpeg grinds at for hours, or 1e308 s one it fails on after every
+# download).
+MAX_SECONDS = 7 * 24 * 3600
 AUDIO_FORMATS = ("flac", "wav", "opus", "m4a", "mp3")
 CAPTION_FORMATS = ("vtt", "srt")  # --captions
 TIMELINE_FORMATS = ("otio", "fcp7xml")  # --timeline

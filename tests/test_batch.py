@@ -159,6 +159,8 @@ BAD_LINES = [
      "column 40: crf must be between 0 and 51"),
     ('{"id": "dur", "audio_parts": "a.json", "duration": "10"}',
      "column 40: duration must be a number, not a string"),
+    ('{"id": "long", "audio_parts": "a.json", "duration": 1e12}',
+     "column 41: duration must be > 0 and <= 604800 seconds (a week)"),
     ('{"id": "mix", "audio_parts": "a.json", "mix": 1}',
      "column 40: mix must be true or false, not int"),
     ('{"id": "opt-ok", "audio_parts": "a.json", "fps": "30000/1001", "kinds": "audio",'

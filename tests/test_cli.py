@@ -101,11 +101,13 @@ def test_help_names_choices_the_jobs_file_and_out() -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--duration", "abc"], "error: argument --duration: 'abc' is not a number"),
     (["--duration", "-1"], "error: argument --duration: must be a finite number > 0"),
+    (["--duration", "1e12"],  # milliseconds typed for seconds: hours of black, not a run
+     "error: argument --duration: must be at most 604800 seconds (a week), not '1e12'"),
     (["--concurrency", "x"], "error: argument --concurrency: 'x' is not a whole number"),
     (["--fps", "1/0"], "error: argument --fps: '1/0' is not a number or a ratio"),
     (["--audio-format", "ogg"], "error: argument --audio-format: invalid choice: 'ogg'"),
-], ids=["duration-word", "duration-negative", "concurrency-word", "fps-zero-denominator",
-        "format"])
+], ids=["duration-word", "duration-negative", "duration-beyond-a-week", "concurrency-word",
+        "fps-zero-denominator", "format"])
 def test_bad_option_values_name_what_was_expected(tmp_path: Path, args: list[str],
                                                   message: str) -> None:
     done = assembler("run", "--out", str(tmp_path), "--audio-parts", "a.json", *args)
