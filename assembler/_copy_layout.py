@@ -347,14 +347,22 @@ def copy_layout(track: TrackPlan, probes: Mapping[str, PartProbe]) -> CopyLayout
     layout = pieces(placed, probes)
     delay = black_delay(layout, placed.rate)
     if delay is None:
-        raise CopyNotPossibleError("no black fits the parts' B-frame delays: decode "
-                                   "timestamps would go backwards at a join")
+        raise CopyNotPossibleError(_delay_blocker(probes, placed.rate))
     first = next(iter(probes.values()))
     # Narrowing only: _packet_blocker has refused any part without headers or packets.
     assert first.headers is not None
     assert first.packets is not None
     return CopyLayout(track=placed, pieces=tuple(layout), delay=delay, video=first.video,
                       headers=first.headers, time_base=first.packets.time_base)
+
+
+def _delay_blocker(probes: Mapping[str, PartProbe], rate: Fraction) -> str:
+    """Why no black fits: the parts decode different numbers of frames ahead (parts
+    encoded with and without B-frames), or more than x264 makes black do."""
+    delays = [f"{round(lead(probe.packets) * rate)} frames" for probe in probes.values()
+              if probe.packets]
+    return ((_differ("B-frame delay", delays) or f"the parts' B-frame delay of {delays[0]}")
+            + ": no black x264 makes keeps decode timestamps rising where they join")
 
 
 def _differ(label: str, values: Iterable[object]) -> str | None:

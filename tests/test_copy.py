@@ -280,8 +280,11 @@ ONE_PART = [("a", Fraction(1), Fraction(2))]
      "parts differ in time base (1/15360 vs 1/90000)"),
     ({"a": part_probe(), "b": part_probe(packets=trace(list(range(0, 120, 2))))},
      "parts differ in frame rate (30 fps vs 15 fps)"),
+    ({"a": part_probe(), "b": part_probe(packets=trace(B_FRAMES, dts=B_DTS))},
+     "parts differ in B-frame delay (0 frames vs 2 frames): no black x264 makes keeps "
+     "decode timestamps rising where they join"),
 ], ids=["copyable", "sizes-differ", "vp8-in-mp4", "codecs-differ", "profiles-differ",
-        "levels-differ", "time-bases-differ", "rates-differ"])
+        "levels-differ", "time-bases-differ", "rates-differ", "b-frame-delays-differ"])
 def test_copy_blocker_names_the_reason(probes: dict[str, PartProbe], reason: str | None) -> None:
     plan = track([("a", Fraction(0), Fraction(1)), ("b", Fraction(2), Fraction(3))], Fraction(4))
     assert copy_blocker(plan, probes) == reason
