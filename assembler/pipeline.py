@@ -294,6 +294,13 @@ async def _fetch_parts(sources: Sources, documents: Documents, plan: Plan, out_d
         # kept from an earlier run) are not fetched.
         used = {part_id for track in tracks for part_id in track.parts}
         wanted = [part for part in wanted if part.id in used]
+    # A track's parts are fetched together, tracks in plan order, parts in slot order:
+    # each track can render once its own parts are in while the next ones download,
+    # whatever order the manifests list them in.
+    order = {part_id: index for index, part_id in enumerate(dict.fromkeys(
+        part_id for track in (plan.tracks if tracks is None else tracks)
+        for part_id in track.parts))}
+    wanted.sort(key=lambda part: order.get(part.id, len(order)))
     if events:
         events.parts_planned(plan, [part.id for part in wanted])
     if not wanted:  # nothing to fetch: not even parts/ is made

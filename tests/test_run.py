@@ -388,6 +388,23 @@ def test_download_only_fetches_every_part_and_renders_nothing(
     assert not (tmp_path / "report.json").exists()
 
 
+def test_parts_are_fetched_track_by_track_whatever_the_manifest_order(
+        messy: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
+    # The manifests list all audio, then all video: fetched by track, a participant's
+    # webcam is whole (and may render) before the next participant's audio arrives.
+    server, manifests = messy
+    before = len(server.hits)
+    done = run_cli("--out", str(tmp_path), *manifests.cli_args(), "--download-only",
+                   "--concurrency", "1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    fetched = [hit.path.rsplit("/", 1)[1] for hit in server.hits[before:]]
+    tracks = sorted({(s.participant_id, s.kind) for s in manifests.expected},
+                    key=lambda track: (track[0], ("audio", "webcam", "screenshare").index(
+                        track[1])))
+    assert fetched == [s.file for track in tracks for s in sorted(
+        manifests.expected, key=lambda s: s.start) if (s.participant_id, s.kind) == track]
+
+
 def test_read_only_output_is_one_line_and_exit_3(
         expiring: tuple[MediaServer, Manifests], tmp_path: Path) -> None:
     _, manifests = expiring
