@@ -57,8 +57,10 @@ _ERROR_BODY_LIMIT = 64 * 1024
 # Statuses worth another try besides every 5xx.
 _RETRY_STATUSES = frozenset({408, 429})
 # Bodies a 200 answer may carry when it is an error page rather than media.
-_PAGE_STARTS = (b"<!doctype", b"<html", b"<?xml", b"<error>")
-_PAGE_TYPES = ("text/html", "application/xml", "text/xml")
+# No media container begins with `{` or `[`: such a body is a JSON document (an API's
+# error, or a manifest served where a part was due).
+_PAGE_STARTS = (b"<!doctype", b"<html", b"<?xml", b"<error>", b"{", b"[")
+_PAGE_TYPES = ("text/html", "application/xml", "text/xml", "application/json")
 # S3 (plain and STS-signed), GCS and R2 ways of saying a signed link has expired.
 _EXPIRED_MARKERS = ("Request has expired", "<Code>ExpiredToken</Code>",
                     "<Code>ExpiredRequest</Code>")
@@ -231,14 +233,14 @@ def content_range(value: str | None) -> tuple[int | None, int | None]:
 
 
 def refuse_page(target: Target, content_type: str, head: bytes) -> None:
-    """Raise NotMediaError when a body is an HTML or XML page, or empty."""
+    """Raise NotMediaError when a body is an HTML, XML or JSON document, or empty."""
     if not head:
         raise NotMediaError(target.part_id, f"{target.label}: the server sent an empty body "
                             "instead of media")
     start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:16].lower()
     if content_type.lower() in _PAGE_TYPES or start.startswith(_PAGE_STARTS):
-        raise NotMediaError(target.part_id, f"{target.label}: the server sent an HTML/XML "
-                            "page instead of media")
+        raise NotMediaError(target.part_id, f"{target.label}: the server sent an HTML, XML "
+                            "or JSON document instead of media")
 
 
 @contextlib.asynccontextmanager

@@ -706,12 +706,20 @@ async def xml_typed_200(request: web.Request) -> web.StreamResponse:
     return web.Response(body=DATA, content_type="application/xml")
 
 
+@routes.get("/json-200")
+async def json_200(request: web.Request) -> web.StreamResponse:
+    # A manifest served where a part was due, typed as octet-stream: ffmpeg would open it
+    # as text, with no audio or video stream, and the track would fail, not the download.
+    return web.Response(body=b'\n [{"id": "a", "duration": 1}]',
+                        content_type="application/octet-stream")
+
+
 @routes.get("/empty-200")
 async def empty_200(request: web.Request) -> web.StreamResponse:
     return web.Response(body=b"")
 
 
-@pytest.mark.parametrize("path", ["/html-200", "/xml-typed-200", "/empty-200"])
+@pytest.mark.parametrize("path", ["/html-200", "/xml-typed-200", "/json-200", "/empty-200"])
 async def test_a_page_or_nothing_is_not_media(server: Server, tmp_path: Path, path: str) -> None:
     assert_failed(await fetch(server, path, tmp_path), tmp_path, NotMediaError)
     assert server.seen.hits[path] == 1
