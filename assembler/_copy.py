@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import struct
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
 
 from ._copy_layout import (
     X264_DELAYS,
@@ -58,6 +56,7 @@ from ._copy_layout import (
     spare_parameter_set_ids,
 )
 from ._copy_probe import probe_parts, timescale_args
+from ._mp4 import align_timecode, media_seconds, read_avcc, replace_avcc
 from ._stamp import timecode_args
 from .errors import CopyNotPossibleError
 from .ffmpeg_process import FfmpegSlots, file_arg, run_ffmpeg, setts_sets_duration
@@ -65,7 +64,7 @@ from .media import MediaInfo, PacketTrace, read_packets
 from .plan import TrackPlan
 
 __all__ = ["BlackSpec", "black_argv", "concat_list", "copy_argv", "copy_track", "ending_args",
-           "read_avcc", "replace_avcc", "tail_argv"]
+           "tail_argv"]
 
 
 # --- argv and list text: pure -----------------------------------------------------------
@@ -255,6 +254,7 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
                              ending=ending_args(layout.track.end, last_frame(items), spec.rate)))
         if shared is not None:
             replace_avcc(output, shared)
+        align_timecode(output)
     # The concat demuxer ends the whole track, silently, at a part it cannot read to its
     # end (a file cut short under an index that promises more): check what was written.
     # (Its media may run longer by the B-frame delay, which an edit list takes back.)
@@ -264,116 +264,6 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
         raise CopyNotPossibleError(f"the copy holds {shown} video, not {float(layout.track.end):g}"
                                    " s: a part could not be read to its end")
     return layout.track
-
-
-def media_seconds(path: Path) -> Fraction | None:
-    """How long the first video track of the MP4 at `path` lasts, by its `mdhd`; None if
-    not found.
-
-    Reads the boxes' headers only, seeking past `mdat`: an MP4 of hours costs
-    a few reads (ISO/IEC 14496-12 4.2, 8.4.2).
-    """
-    with path.open("rb") as source:
-        found = _boxes(source, 0, path.stat().st_size, [*_VIDEO_TRACK, b"mdhd"])
-        if found is None:
-            return None
-        source.seek(found[-1].body)
-        header = source.read(32)
-    wide = header[0] == 1
-    scale, length = (struct.unpack_from(">IQ", header, 20) if wide
-                     else struct.unpack_from(">II", header, 12))
-    return Fraction(length, scale) if scale else None
-
-
-def replace_avcc(path: Path, record: bytes) -> None:
-    """Make `record` the avcC record of the MP4 at `path`, in its index's reserved room.
-
-    The index (moov) is in front, reserved by `moov_bytes`, and a `free` box fills
-    the rest of the reservation: the avcC box and the boxes around it grow into
-    that room and no media moves, so no chunk offset changes (ISO/IEC 14496-12
-    8.1.2, 14496-15 5.4.2). Raises `CopyNotPossibleError` when the file is not so.
-    """
-    with path.open("r+b") as file:
-        chain = _boxes(file, 0, path.stat().st_size, [*_VIDEO_TRACK, *_AVCC])
-        moov = chain[0] if chain else None
-        if moov is None or any(box.body - box.position != 8 for box in chain or ()):
-            raise CopyNotPossibleError("the copy's index has no avcC record where expected")
-        assert chain is not None
-        file.seek(moov.position)
-        index = bytearray(file.read(moov.size + 8))
-        room, kind = (struct.unpack_from(">I4s", index, moov.size)
-                      if len(index) == moov.size + 8 else (0, b""))  # the index ends the file
-        avcc = chain[-1]
-        growth = len(record) + 8 - avcc.size
-        left = room - growth  # a free box is at least its 8-byte header, or gone
-        if kind != b"free" or not (left == 0 or left >= 8):
-            raise CopyNotPossibleError("the copy's index has no room for its parameter sets")
-        for box in chain[:-1]:
-            offset = box.position - moov.position
-            struct.pack_into(">I", index, offset, box.size + growth)
-        offset = avcc.position - moov.position
-        index[offset:offset + avcc.size] = struct.pack(">I4s", len(record) + 8, b"avcC") + record
-        del index[moov.size + growth:]
-        if left:
-            index += struct.pack(">I4s", left, b"free")
-        file.seek(moov.position)
-        file.write(index)
-
-
-def read_avcc(path: Path) -> bytes:
-    """The avcC record of the first video track of the MP4 at `path` (b"" if it has none)."""
-    with path.open("rb") as source:
-        found = _boxes(source, 0, path.stat().st_size, [*_VIDEO_TRACK, *_AVCC])
-        if found is None:
-            return b""
-        source.seek(found[-1].body)
-        return source.read(found[-1].size - (found[-1].body - found[-1].position))
-
-
-@dataclass(frozen=True, slots=True)
-class _Box:
-    position: int  # of its header, in the file
-    size: int  # header included
-    body: int  # where its body begins
-
-
-_VIDEO_TRACK = [b"moov", b"trak", b"mdia", b"hdlr:vide"]
-_AVCC = [b"minf", b"stbl", b"stsd", b"avc1", b"avcC"]
-# Bytes between a box's header and its first child: the sample description's version
-# and count, the visual sample entry's fields (ISO/IEC 14496-12 8.5.2, 12.1.3).
-_FIELDS = {b"stsd": 8, b"avc1": 78}
-
-
-def _boxes(source: BinaryIO, start: int, end: int, path: Sequence[bytes]) -> list[_Box] | None:
-    """The boxes down `path` (types, outermost first) from the first branch holding it all.
-
-    `hdlr:vide` is no step down: it picks the branch whose `hdlr` names a video track.
-    """
-    if path and path[0] == b"hdlr:vide":
-        found = _boxes(source, start, end, [b"hdlr"])
-        if found is None:
-            return None
-        source.seek(found[0].body + 8)  # past version, flags and pre_defined
-        return _boxes(source, start, end, path[1:]) if source.read(4) == b"vide" else None
-    position = start
-    while path and position + 8 <= end:
-        source.seek(position)
-        size, kind = struct.unpack(">I4s", source.read(8))
-        body = position + 8
-        if size == 1:
-            size = struct.unpack(">Q", source.read(8))[0]
-            body += 8
-        elif size == 0:
-            size = end - position
-        if size < body - position:
-            return None  # not an MP4 box: do not loop
-        if kind == path[0]:
-            box = _Box(position, size, body)
-            inner = _boxes(source, body + _FIELDS.get(kind, 0), position + size, path[1:])
-            if inner is not None:
-                return [box, *inner]
-        position += size
-    return [] if not path else None
 
 
 def _encode_tails(layout: Sequence[Piece], spec: BlackSpec, spare_ids: Iterator[int],

@@ -24,6 +24,7 @@ from tests.support.media import (
     dominant_frequency,
     ffmpeg,
     frame_colours,
+    track_spans,
 )
 from tests.support.recording import RecordingBuilder
 from tests.support.server import serve_directory
@@ -102,6 +103,8 @@ def test_audio_starts_under_the_first_frame_and_lasts_as_long(
     frames = frame_colours(path)
     assert len(frames) == frames_at_25(DURATION)
     assert len(samples) == round(DURATION * RATE)  # AAC priming and padding trimmed
+    # Every track, the timecode's too, presents the timeline to the millisecond.
+    assert all(abs(span - DURATION) < 0.001 for span in track_spans(path)), track_spans(path)
 
 
 def test_voice_and_picture_start_together(made: tuple[Path, dict[str, Any]]) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import logging
 import re
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,15 +19,7 @@ import numpy as np
 import pytest
 
 import assembler._copy as copy_module
-from assembler._copy import (
-    BlackSpec,
-    black_argv,
-    concat_list,
-    copy_argv,
-    media_seconds,
-    read_avcc,
-    replace_avcc,
-)
+from assembler._copy import BlackSpec, black_argv, concat_list, copy_argv
 from assembler._copy_layout import (
     AvcRecord,
     BlackGop,
@@ -52,6 +45,7 @@ from assembler._copy_layout import (
     surveyed_h264,
 )
 from assembler._copy_probe import probe_parts
+from assembler._mp4 import align_timecode, media_seconds, read_avcc, replace_avcc
 from assembler.errors import CopyNotPossibleError
 from assembler.ffmpeg_process import FfmpegSlots, file_arg
 from assembler.media import (
@@ -78,6 +72,7 @@ from tests.support.media import (
     mp4_durations,
     rgb,
     top_level_boxes,
+    track_spans,
 )
 
 TB = Fraction(1, 15360)
@@ -757,6 +752,25 @@ def test_an_avcc_is_replaced_only_in_the_room_reserved_for_the_index(tmp_path: P
         replace_avcc(plain, record)  # its index is at the end, nothing reserved after it
 
 
+def test_the_timecode_track_is_made_to_present_as_long_as_the_video(tmp_path: Path) -> None:
+    source = make_webcam_part(tmp_path / "cam.mp4", seconds=1.0, colour="red")
+    stamped = tmp_path / "stamped.mp4"
+    ffmpeg(["-y", "-i", file_arg(source), "-c", "copy", "-timecode", "01:00:00:00",
+            file_arg(stamped)])
+    video, timecode = track_spans(stamped)
+    assert timecode == video == 1.0
+    # A frame longer, as ffmpeg's muxer leaves it after a B-frame delay.
+    data = bytearray(stamped.read_bytes())
+    edit = data.index(b"elst", data.index(b"elst") + 4) + 4  # the second track's, version 0
+    (span,) = struct.unpack_from(">I", data, edit + 8)
+    struct.pack_into(">I", data, edit + 8, span + span // 30)
+    stamped.write_bytes(bytes(data))
+    assert track_spans(stamped)[1] > 1.03
+    align_timecode(stamped)
+    assert track_spans(stamped) == [1.0, 1.0]
+    assert decode_errors(stamped) == ""
+
+
 def test_media_seconds_reads_an_mp4_index_and_nothing_else(tmp_path: Path) -> None:
     part = make_webcam_part(tmp_path / "cam.mp4", seconds=2.0, colour="red")
     assert media_seconds(part) == 2
@@ -862,22 +876,31 @@ def test_spare_slots_take_only_what_is_free_now() -> None:
     ("copy", "slow", (Fraction(1, 2), Fraction(5, 2)), Fraction(5, 2)),
     ("copy", "red", (Fraction(0), Fraction(1)), Fraction(251, 100)),
     ("encode", "red", (Fraction(0), Fraction(1)), Fraction(251, 100)),
+    ("copy", "flat", (Fraction(0), Fraction(2)), Fraction(3)),
 ], ids=["copy-15fps-part-last-frame-shortened", "copy-black-last-frame-stretched",
-        "encode-last-frame-stretched"])
+        "encode-last-frame-stretched", "copy-b-frames-without-pyramid-then-black"])
 def test_every_track_lasts_the_timeline_to_the_millisecond(
         webcam_parts: dict[str, Path], tmp_path: Path, strategy: str, part: str,
         slot: tuple[Fraction, Fraction], seconds: Fraction) -> None:
     # 2.5 s at 15 fps is 37.5 frames, 2.51 s at 30 fps 75.3: whole frames cannot end
     # there, so the last frame is made shorter or longer in the container.
-    parts = {"slow": make_colour_video(tmp_path / "slow.mp4", seconds=3, colour="magenta",
-                                       fps=15),
-             "red": webcam_parts["red"]}
+    # A part with B-frames but no pyramid, then black of a delay of 2: the timecode track
+    # came out a frame longer than the video, and with it the file's duration.
+    parts = {"red": webcam_parts["red"]}
+    if part == "slow":
+        parts[part] = make_colour_video(tmp_path / "slow.mp4", seconds=3, colour="magenta",
+                                        fps=15)
+    if part == "flat":
+        parts[part] = tmp_path / "flat.mp4"
+        ffmpeg(["-y", "-f", "lavfi", "-i", f"color=c=cyan:s=160x120:r={RATE}:d=2",
+                "-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-pix_fmt", "yuv420p",
+                file_arg(parts[part])])
     rendered = render(track([(part, *slot)], seconds), parts, tmp_path, strategy)
     assert rendered.strategy == strategy
     assert rendered.track.duration == float(seconds)
     stated = mp4_durations(rendered.path)
-    for read in (stated.movie, stated.track, stated.shown):
-        assert abs(read - float(seconds)) < 0.001, stated
+    for read in (stated.movie, stated.track, stated.shown, *track_spans(rendered.path)):
+        assert abs(read - float(seconds)) < 0.001, (stated, track_spans(rendered.path))
     assert len(frame_times(rendered.path)) == rendered.track.length
     assert decode_errors(rendered.path) == ""
     boxes = top_level_boxes(rendered.path)  # the index first: it plays while arriving

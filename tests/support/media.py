@@ -430,6 +430,36 @@ def _versioned(body: bytes, narrow: str, wide: str) -> tuple[int, ...]:
     return struct.unpack_from(">" + layout, body, 4)
 
 
+def track_spans(path: Path) -> list[float]:
+    """Seconds each track of the MP4 at `path` presents (its edit list's span, else its tkhd
+    duration), in file order: a player takes the longest for the file's duration."""
+    moov = _boxes(path.read_bytes())[b"moov"]
+    _, _, movie_scale, _ = _versioned(_boxes(moov)[b"mvhd"], "IIII", "QQIQ")
+    spans = []
+    offset = 0
+    while offset + 8 <= len(moov):
+        size, kind = struct.unpack_from(">I4s", moov, offset)
+        if kind == b"trak":
+            trak = _boxes(moov, offset + 8, offset + size)
+            edit = _edit_span(trak)
+            spans.append((edit if edit is not None
+                          else _versioned(trak[b"tkhd"], "IIIII", "QQIIQ")[4]) / movie_scale)
+        offset += size
+    return spans
+
+
+def _edit_span(trak: dict[bytes, bytes]) -> int | None:
+    """A track's edit list's presented span, in the movie's time scale; None without one."""
+    if b"edts" not in trak:
+        return None
+    elst = _boxes(trak[b"edts"])[b"elst"]
+    wide = elst[0] == 1
+    count = struct.unpack_from(">I", elst, 4)[0]
+    step = 20 if wide else 12
+    return sum(int(struct.unpack_from(">Qq" if wide else ">Ii", elst, 8 + index * step)[0])
+               for index in range(count))
+
+
 def mp4_durations(path: Path) -> Mp4Durations:
     """Read mvhd, tkhd, elst, mdhd and stts of the first track of the MP4 at `path`."""
     moov = _boxes(_boxes(path.read_bytes())[b"moov"])
@@ -438,15 +468,8 @@ def mp4_durations(path: Path) -> Mp4Durations:
     track_length = _versioned(trak[b"tkhd"], "IIIII", "QQIIQ")[4]
     mdia = _boxes(trak[b"mdia"])
     _, _, media_scale, media_length = _versioned(mdia[b"mdhd"], "IIII", "QQIQ")
-    edit = None
-    if b"edts" in trak:
-        elst = _boxes(trak[b"edts"])[b"elst"]
-        wide = elst[0] == 1
-        count = struct.unpack_from(">I", elst, 4)[0]
-        step = 20 if wide else 12
-        spans = [struct.unpack_from(">Qq" if wide else ">Ii", elst, 8 + index * step)
-                 for index in range(count)]
-        edit = sum(span for span, _ in spans) / movie_scale
+    span = _edit_span(trak)
+    edit = None if span is None else span / movie_scale
     stbl = _boxes(_boxes(mdia[b"minf"])[b"stbl"])
     stts = stbl[b"stts"]
     runs = struct.unpack_from(">I", stts, 4)[0]
