@@ -294,12 +294,13 @@ async def _fetch_parts(sources: Sources, documents: Documents, plan: Plan, out_d
         # kept from an earlier run) are not fetched.
         used = {part_id for track in tracks for part_id in track.parts}
         wanted = [part for part in wanted if part.id in used]
-    # A track's parts are fetched together, tracks in plan order, parts in slot order:
-    # each track can render once its own parts are in while the next ones download,
-    # whatever order the manifests list them in.
+    # A track's parts are fetched together, parts in slot order, so each track can render
+    # once its own parts are in while the next ones download, whatever order the
+    # manifests list them in. Audio first: small to fetch, long to encode.
+    making = sorted(plan.tracks if tracks is None else tracks,
+                    key=lambda track: KINDS.index(track.kind))
     order = {part_id: index for index, part_id in enumerate(dict.fromkeys(
-        part_id for track in (plan.tracks if tracks is None else tracks)
-        for part_id in track.parts))}
+        part_id for track in making for part_id in track.parts))}
     wanted.sort(key=lambda part: order.get(part.id, len(order)))
     if events:
         events.parts_planned(plan, [part.id for part in wanted])
