@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -358,40 +358,56 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
     kept = _kept_tracks(plan, previous, inputs)
     to_make = [track for track in plan.tracks if track.path not in kept]
     arrivals = PartArrivals(ffmpeg, events, surveyed=_may_copy(to_make, options.render))
+    checksums = {path: previous.tracks[path].entry["sha256"] for path in kept}
+    finished: dict[str, RenderedTrack] = {}  # by path, as they are written
     # Tracks render as their own parts are in and probed, while other parts download.
     rendering = asyncio.ensure_future(
-        _render_all(to_make, arrivals, out_dir, options.render, events, ffmpeg))
+        _render_all(to_make, arrivals, out_dir, options.render, events, ffmpeg, finished))
     try:
-        await _fetch_parts(sources, documents, plan, out_dir, options, events, arrivals,
-                           tracks=to_make)
+        try:
+            await _fetch_parts(sources, documents, plan, out_dir, options, events, arrivals,
+                               tracks=to_make)
+        except asyncio.CancelledError:
+            rendering.cancel()
+            raise
+        except BaseException:
+            await rendering  # tracks rendering finish; those still waiting give up
+            raise
+        if events:  # after `parts_planned`: a kept track counts as written
+            for track in kept.values():
+                events.track_finished(track.track, track)
+        rendered, render_failures = await rendering
+        renderable = _renderable(to_make, arrivals.lost)
+        failures = [*_lost_part_failures(arrivals.lost),
+                    *_track_failures(renderable, render_failures)]
+        tracks = _written(plan, kept, rendered)
+        report = build_report(plan, tracks, failures, out_dir,
+                              inputs_fingerprint(sources, options), track_inputs=inputs,
+                              checksums=checksums)
+        report = await make_deliverables(DeliverableContext(
+            out_dir=out_dir, documents=documents, plan=plan, tracks=tuple(tracks),
+            render=options.render, options=options.deliverables, report=report), ffmpeg,
+            previous=previous)
     except asyncio.CancelledError:
-        rendering.cancel()
+        if finished:  # a rerun keeps what a report lists: list what this run finished
+            interrupted = build_report(plan, _written(plan, kept, finished.values()), [],
+                                       out_dir, inputs_fingerprint(sources, options),
+                                       track_inputs=inputs, checksums=checksums)
+            _write_report(out_dir, {**interrupted, "complete": False}, previous)
         raise
-    except BaseException:
-        await rendering  # tracks rendering finish; those still waiting give up
-        raise
-    if events:  # after `parts_planned`: a kept track counts as written
-        for track in kept.values():
-            events.track_finished(track.track, track)
-    rendered, render_failures = await rendering
-    renderable = _renderable(to_make, arrivals.lost)
-    failures = [*_lost_part_failures(arrivals.lost),
-                *_track_failures(renderable, render_failures)]
-    written = {item.track.path: item for item in (*kept.values(), *rendered)}
-    tracks = [written[track.path] for track in plan.tracks if track.path in written]
-    report = build_report(plan, tracks, failures, out_dir, inputs_fingerprint(sources, options),
-                          track_inputs=inputs, checksums={
-                              path: previous.tracks[path].entry["sha256"] for path in kept})
-    report = await make_deliverables(DeliverableContext(
-        out_dir=out_dir, documents=documents, plan=plan, tracks=tuple(tracks),
-        render=options.render, options=options.deliverables, report=report), ffmpeg,
-        previous=previous)
     remove_stale(previous, report)
     _write_report(out_dir, report, previous)
     if report["complete"] and not options.keep_parts:
         drop_parts(out_dir / PARTS_DIR, plan.part_files)
     return RunOutcome(report=report, download_failures=arrivals.lost,
                       render_failures=render_failures, kept=_kept_paths(report, previous))
+
+
+def _written(plan: Plan, kept: Mapping[str, RenderedTrack], rendered: Iterable[RenderedTrack]
+             ) -> list[RenderedTrack]:
+    """The tracks kept and rendered, in plan order."""
+    written = {item.track.path: item for item in (*kept.values(), *rendered)}
+    return [written[track.path] for track in plan.tracks if track.path in written]
 
 
 def _may_copy(tracks: Sequence[TrackPlan], render: RenderSettings) -> frozenset[str]:
@@ -472,14 +488,15 @@ def _write_report(out_dir: Path, report: Report, previous: PreviousRun) -> None:
 
 
 async def _render_all(tracks: Sequence[TrackPlan], arrivals: PartArrivals, out_dir: Path,
-                      settings: RenderSettings, events: RunEvents | None, ffmpeg: FfmpegSlots
+                      settings: RenderSettings, events: RunEvents | None, ffmpeg: FfmpegSlots,
+                      rendered: dict[str, RenderedTrack]
                       ) -> tuple[list[RenderedTrack], dict[str, AssemblerError]]:
     """Render each track once its parts are probed, in a worker thread holding one ffmpeg slot.
 
-    A track with a part lost (or never settled) is left out, without an error
-    of its own: `_renderable` names it.
+    Each track written is added to `rendered` (by path) at once, so a caller that
+    cancels this still knows them. A track with a part lost (or never settled) is
+    left out, without an error of its own: `_renderable` names it.
     """
-    rendered: dict[str, RenderedTrack] = {}
     failed: dict[str, AssemblerError] = {}
 
     def render_one(track: TrackPlan, files: Mapping[str, Path],

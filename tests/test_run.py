@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -301,6 +302,43 @@ def test_interrupted_render_leaves_no_half_track(
     assert "Traceback" not in stderr
     assert list((tmp_path / "out/participants/1-ada").iterdir()) == []
     assert [p.suffix for p in (tmp_path / "out/parts").iterdir()] == [".mp4"]
+
+
+@pytest.mark.parametrize(("stop", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_lists_what_it_finished_and_a_rerun_keeps_it(
+        tmp_path: Path, process_groups: list[int], stop: signal.Signals, status: int) -> None:
+    # Ada's audio is written in a second or two; her webcam, 30 minutes at 60 fps, is not.
+    build = RecordingBuilder(tmp_path / "www")
+    build.audio_part(1, "Ada", 0.0, 2.0, ext=".wav")
+    build.video_part(1, "Ada", 0.0, 2.0, colour="red", size=(64, 48), fps=10)
+    out = tmp_path / "out"
+    audio = out / "participants/1-ada/audio.flac"
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        options = ["--out", str(out), "--quiet", "--audio-parts", str(manifests.audio_parts),
+                   "--duration", "1800", "--fps", "60", "--video-strategy", "encode"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assembler", "run", *options, "--video-parts",
+             str(manifests.video_parts)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True)
+        process_groups.append(process.pid)
+        deadline = time.monotonic() + 120
+        while not audio.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert audio.exists(), "the audio track was never written"
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == status, stderr
+        report = report_of(out)
+        assert report["complete"] is False
+        (entry,) = [track for person in report["participants"] for track in person["tracks"]]
+        assert entry["path"] == "participants/1-ada/audio.flac"
+        assert entry["sha256"] == hashlib.sha256(audio.read_bytes()).hexdigest()
+        written = audio.stat().st_mtime_ns
+        rerun = run_cli(*options)  # the audio alone now: it is kept, not made again
+        assert rerun.returncode == 0, rerun.stderr
+        assert audio.stat().st_mtime_ns == written
 
 
 def test_rerun_after_kill_9_mid_render_is_whole(
