@@ -389,7 +389,9 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
             render=options.render, options=options.deliverables, report=report), ffmpeg,
             previous=previous)
     except asyncio.CancelledError:
-        if finished:  # a rerun keeps what a report lists: list what this run finished
+        # A rerun keeps what a report lists: list what this run finished. Over an earlier
+        # run's report, that one stays: it names the files a finished rerun must clean up.
+        if finished and previous.raw is None:
             interrupted = build_report(plan, _written(plan, kept, finished.values()), [],
                                        out_dir, inputs_fingerprint(sources, options),
                                        track_inputs=inputs, checksums=checksums)

@@ -341,6 +341,39 @@ def test_an_interrupted_run_lists_what_it_finished_and_a_rerun_keeps_it(
         assert audio.stat().st_mtime_ns == written
 
 
+def test_a_run_stopped_over_an_earlier_one_leaves_its_report_for_the_cleanup(
+        tmp_path: Path, process_groups: list[int]) -> None:
+    # FLAC first; then WAV and a long webcam, stopped once the WAV is written. The first
+    # report stays, naming the FLAC, so the run that finishes the switch removes it.
+    build = RecordingBuilder(tmp_path / "www")
+    build.audio_part(1, "Ada", 0.0, 2.0, ext=".wav")
+    build.video_part(1, "Ada", 0.0, 2.0, colour="red", size=(64, 48), fps=10)
+    out = tmp_path / "out"
+    flac, wav = out / "participants/1-ada/audio.flac", out / "participants/1-ada/audio.wav"
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        options = ["--out", str(out), "--quiet", "--audio-parts", str(manifests.audio_parts),
+                   "--duration", "1800", "--fps", "60", "--video-strategy", "encode"]
+        assert run_cli(*options).returncode == 0
+        first = (out / "report.json").read_bytes()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assembler", "run", *options, "--audio-format", "wav",
+             "--video-parts", str(manifests.video_parts)], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True)
+        process_groups.append(process.pid)
+        deadline = time.monotonic() + 120
+        while not wav.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130, stderr
+        assert (out / "report.json").read_bytes() == first
+        assert flac.exists()
+        assert run_cli(*options, "--audio-format", "wav").returncode == 0
+        assert wav.exists()
+        assert not flac.exists()
+
+
 def test_rerun_after_kill_9_mid_render_is_whole(
         one_webcam_part: tuple[MediaServer, Manifests], tmp_path: Path,
         process_groups: list[int]) -> None:
