@@ -243,7 +243,7 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
         listing = scratch / "track.ffconcat"
         items = entries(joined, black)
         listing.write_text(concat_list(items), encoding="utf-8")
-        samples = sum(len(probe.packets.pts) for probe in probes.values() if probe.packets)
+        samples = sum(len(probe.packets.pts) for probe in copied if probe.packets)
         # Segments coded with different parameter sets share one avcC when their ids
         # differ; only when they cannot does every packet go through Annex B and back.
         shared = shared_avcc(records, in_band) if len(records) > 1 else None

@@ -297,26 +297,22 @@ def shared_avcc(records: Sequence[bytes], in_band: Iterable[bytes] = ()) -> byte
     part's own in-band set would replace another segment's). The header claims
     what holds for all: the flags they share and the highest level.
     """
-    parsed = [AvcRecord.parse(record) for record in records]
-    if not parsed or None in parsed:
+    parsed = [record for raw in records if (record := AvcRecord.parse(raw)) is not None]
+    if not parsed or len(parsed) != len(records):
         return None
     first = parsed[0]
-    assert first is not None
+    if any((record.length_size, record.profile_idc, record.extension)
+           != (first.length_size, first.profile_idc, first.extension) for record in parsed):
+        return None
     by_id: dict[tuple[int, int], bytes] = {}
-    for record in parsed:
-        assert record is not None
-        if (record.length_size, record.profile_idc, record.extension) != (
-                first.length_size, first.profile_idc, first.extension):
-            return None
-    for unit in [*(unit for record in parsed if record for unit in record.units), *in_band]:
+    for unit in [*(unit for record in parsed for unit in record.units), *in_band]:
         found = parameter_set_id(unit)
         if found is None or by_id.setdefault(found, unit) != unit:
             return None
     if sum(kind == _NAL_SPS for kind, _ in by_id) > 0x1F:
         return None
-    flags = functools.reduce(operator.and_, (record.compatibility for record in parsed
-                                             if record is not None))
-    level = max(record.level_idc for record in parsed if record is not None)
+    flags = functools.reduce(operator.and_, (record.compatibility for record in parsed))
+    level = max(record.level_idc for record in parsed)
     return AvcRecord(profile_idc=first.profile_idc, compatibility=flags, level_idc=level,
                      length_size=first.length_size, units=tuple(by_id.values()),
                      extension=first.extension).to_bytes()

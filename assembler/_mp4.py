@@ -91,16 +91,14 @@ def align_timecode(path: Path) -> None:
         edits = _edits(file, timecode[-1])
         if len(edits) != 1 or edits[0][0] == shown:
             return
-        file.seek(timecode[-1].body)
-        wide = file.read(1)[0] == 1
+        wide = _body(file, timecode[-1])[0] == 1  # version 1: 64-bit durations
         file.seek(timecode[-1].body + 8)
         file.write(struct.pack(">Q" if wide else ">I", shown))
 
 
 def _edits(source: BinaryIO, elst: _Box) -> list[tuple[int, int]]:
     """(segment duration, media time) of each entry of an `elst` box."""
-    source.seek(elst.body)
-    body = source.read(elst.size - (elst.body - elst.position))
+    body = _body(source, elst)
     wide = body[0] == 1
     count = struct.unpack_from(">I", body, 4)[0]
     step = 20 if wide else 12
@@ -112,10 +110,7 @@ def read_avcc(path: Path) -> bytes:
     """The avcC record of the first video track of the MP4 at `path` (b"" if it has none)."""
     with path.open("rb") as source:
         found = _boxes(source, 0, path.stat().st_size, [*_VIDEO_TRACK, *_AVCC])
-        if found is None:
-            return b""
-        source.seek(found[-1].body)
-        return source.read(found[-1].size - (found[-1].body - found[-1].position))
+        return b"" if found is None else _body(source, found[-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +118,11 @@ class _Box:
     position: int  # of its header, in the file
     size: int  # header included
     body: int  # where its body begins
+
+
+def _body(source: BinaryIO, box: _Box) -> bytes:
+    source.seek(box.body)
+    return source.read(box.position + box.size - box.body)
 
 
 _VIDEO_TRACK = [b"moov", b"trak", b"is:vide"]

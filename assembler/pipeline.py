@@ -358,7 +358,10 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
     kept = _kept_tracks(plan, previous, inputs)
     to_make = [track for track in plan.tracks if track.path not in kept]
     arrivals = PartArrivals(ffmpeg, events, surveyed=_may_copy(to_make, options.render))
-    checksums = {path: previous.tracks[path].entry["sha256"] for path in kept}
+    report_of = functools.partial(  # of the tracks written, with each one's inputs
+        build_report, plan, out_dir=out_dir, inputs=inputs_fingerprint(sources, options),
+        track_inputs=inputs, checksums={
+            path: previous.tracks[path].entry["sha256"] for path in kept})
     finished: dict[str, RenderedTrack] = {}  # by path, as they are written
     # Tracks render as their own parts are in and probed, while other parts download.
     rendering = asyncio.ensure_future(
@@ -381,9 +384,7 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
         failures = [*_lost_part_failures(arrivals.lost),
                     *_track_failures(renderable, render_failures)]
         tracks = _written(plan, kept, rendered)
-        report = build_report(plan, tracks, failures, out_dir,
-                              inputs_fingerprint(sources, options), track_inputs=inputs,
-                              checksums=checksums)
+        report = report_of(tracks, failures)
         report = await make_deliverables(DeliverableContext(
             out_dir=out_dir, documents=documents, plan=plan, tracks=tuple(tracks),
             render=options.render, options=options.deliverables, report=report), ffmpeg,
@@ -392,9 +393,7 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
         # A rerun keeps what a report lists: list what this run finished. Over an earlier
         # run's report, that one stays: it names the files a finished rerun must clean up.
         if finished and previous.raw is None:
-            interrupted = build_report(plan, _written(plan, kept, finished.values()), [],
-                                       out_dir, inputs_fingerprint(sources, options),
-                                       track_inputs=inputs, checksums=checksums)
+            interrupted = report_of(_written(plan, kept, finished.values()), [])
             _write_report(out_dir, {**interrupted, "complete": False}, previous)
         raise
     remove_stale(previous, report)
