@@ -244,6 +244,13 @@ def test_cli_timeline_clips_are_the_run_s_tracks_and_resolve_to_files(
     otio_file = otio.adapters.read_from_file(str(out / "timeline.otio"))
     assert [track.name for track in otio_file.tracks] == [
         "Ada Lovelace audio", "Ada Lovelace webcam", "Participant 2 audio"]
+    # Read again without OpenTimelineIO: the .otio file is plain JSON a script can walk.
+    raw = json.loads((out / "timeline.otio").read_text())
+    assert raw["OTIO_SCHEMA"].startswith("Timeline.")
+    urls = [child["media_references"][child["active_media_reference_key"]]["target_url"]
+            for track in raw["tracks"]["children"] for child in track["children"]
+            if child["OTIO_SCHEMA"].startswith("Clip.")]
+    assert sorted(urls) == sorted(tracks)
     outputs = {entry["path"]: entry for entry in report["outputs"]}
     assert {"timeline.otio", "timeline.xml", "captions.vtt", "captions.srt"} <= set(outputs)
     assert outputs["timeline.xml"]["format"] == "fcp7xml"
