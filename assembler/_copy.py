@@ -190,19 +190,23 @@ def moov_bytes(samples: int) -> int:
 def ending_args(end: Fraction, last: Fraction, rate: Fraction) -> list[str]:
     """`-bsf:v setts` making a video end at exactly `end` seconds from its first frame.
 
-    The last frame shown, `last` seconds from the first (a packet within half a frame
-    at `rate` of it), lasts up to `end`: the MP4 muxer writes that into the last
-    sample's duration, the edit list and the track and movie durations, which players
-    read. Whole frames cannot: 12.5 s at 15 fps is 187.5 frames. Empty when this
-    ffmpeg's `setts` cannot set durations (the track then ends on its last frame's end).
+    The MP4 muxer reads a track's end from two packets, which B-frames make different:
+    its edit list (what players show) ends where the last frame shown ends, its `mdhd`
+    where the last packet decoded ends. Both are given durations ending at `end`: the
+    last frame shown is the packet `last` seconds from the first (within half a frame
+    at `rate`), the last decoded the one with no next packet. Whole frames cannot end
+    there: 12.5 s at 15 fps is 187.5 frames. Empty when this ffmpeg's `setts` cannot
+    set durations (the track then ends on its last frame's end).
     """
     if not setts_sets_duration():
         return []
-    shown = "(PTS-STARTPTS)*TB"  # seconds from the first frame (which is decoded first)
+    ticks = f"round({_seconds(end)}/TB)"
     late = _seconds(last - 1 / (2 * rate))
     # setts takes TS as the dts for pts too: both are restated. `\,` keeps an expression's
-    # commas from splitting the bitstream filter list.
-    duration = f"if(gte({shown}\\,{late})\\,round(({_seconds(end)}-{shown})/TB)\\,DURATION)"
+    # commas from splitting the bitstream filter list. PTS-STARTPTS counts from the first
+    # frame shown (decoded first), DTS-STARTDTS from the first packet decoded.
+    last_decoded = f"if(eq(NEXT_DTS\\,NOPTS)\\,{ticks}-(DTS-STARTDTS)\\,DURATION)"
+    duration = f"if(gte((PTS-STARTPTS)*TB\\,{late})\\,{ticks}-(PTS-STARTPTS)\\,{last_decoded})"
     return ["-bsf:v", f"setts=pts=PTS:dts=DTS:duration='{duration}'"]
 
 

@@ -877,15 +877,19 @@ def test_spare_slots_take_only_what_is_free_now() -> None:
     ("copy", "red", (Fraction(0), Fraction(1)), Fraction(251, 100)),
     ("encode", "red", (Fraction(0), Fraction(1)), Fraction(251, 100)),
     ("copy", "flat", (Fraction(0), Fraction(2)), Fraction(3)),
+    ("copy", "medium", (Fraction(0), Fraction(3)), Fraction(277, 100)),
 ], ids=["copy-15fps-part-last-frame-shortened", "copy-black-last-frame-stretched",
-        "encode-last-frame-stretched", "copy-b-frames-without-pyramid-then-black"])
+        "encode-last-frame-stretched", "copy-b-frames-without-pyramid-then-black",
+        "copy-b-frames-cut-inside-a-run"])
 def test_every_track_lasts_the_timeline_to_the_millisecond(
         webcam_parts: dict[str, Path], tmp_path: Path, strategy: str, part: str,
         slot: tuple[Fraction, Fraction], seconds: Fraction) -> None:
     # 2.5 s at 15 fps is 37.5 frames, 2.51 s at 30 fps 75.3: whole frames cannot end
     # there, so the last frame is made shorter or longer in the container.
     # A part with B-frames but no pyramid, then black of a delay of 2: the timecode track
-    # came out a frame longer than the video, and with it the file's duration.
+    # came out a frame longer than the video, and with it the file's duration. A part
+    # cut at 2.77 s: its re-encoded tail ends on B-frames decoded after the last frame
+    # shown, and the samples ended with them, short of the edit list.
     parts = {"red": webcam_parts["red"]}
     if part == "slow":
         parts[part] = make_colour_video(tmp_path / "slow.mp4", seconds=3, colour="magenta",
@@ -895,12 +899,20 @@ def test_every_track_lasts_the_timeline_to_the_millisecond(
         ffmpeg(["-y", "-f", "lavfi", "-i", f"color=c=cyan:s=160x120:r={RATE}:d=2",
                 "-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-pix_fmt", "yuv420p",
                 file_arg(parts[part])])
-    rendered = render(track([(part, *slot)], seconds), parts, tmp_path, strategy)
+    rate = Fraction(RATE)
+    if part == "medium":  # x264's default preset at 25 fps
+        rate, parts[part] = Fraction(25), tmp_path / "medium.mp4"
+        ffmpeg(["-y", "-f", "lavfi", "-i", "color=c=cyan:s=160x120:r=25:d=3", "-c:v", "libx264",
+                "-preset", "medium", "-pix_fmt", "yuv420p", file_arg(parts[part])])
+    rendered = render(track([(part, *slot)], seconds, rate), parts, tmp_path, strategy)
     assert rendered.strategy == strategy
     assert rendered.track.duration == float(seconds)
     stated = mp4_durations(rendered.path)
     for read in (stated.movie, stated.track, stated.shown, *track_spans(rendered.path)):
         assert abs(read - float(seconds)) < 0.001, (stated, track_spans(rendered.path))
+    # Samples run to the edit list's end: a demuxer ends the stream where they do. (They
+    # may run on by the B-frame delay: the edit list takes it back.)
+    assert stated.media > float(seconds) - 0.001, stated
     assert len(frame_times(rendered.path)) == rendered.track.length
     assert decode_errors(rendered.path) == ""
     boxes = top_level_boxes(rendered.path)  # the index first: it plays while arriving
