@@ -148,6 +148,8 @@ def test_messy_transcripts_keep_every_usable_word_and_say_what_was_dropped() -> 
     cues = build_cues(words, NAMES, prefix=True)  # "Ada Lovelace: " leaves 28 on line 1
     assert [cue.lines for cue in cues][:3] == [("edge early overlap", "x" * 28),
                                                ("x" * 22,), ("late",)]
+    # The long word's 0.4 s is shared by its pieces by characters: 28 of 50, then 22.
+    assert [(cue.start, cue.end) for cue in cues][:2] == [(0, 2224), (2224, 2400)]
     assert all(len(cue.lines[0]) <= 28 and len(cue.lines[-1]) <= MAX_CHARS for cue in cues)
 
 
@@ -178,9 +180,19 @@ def _random_transcript(seed: int) -> list[TranscriptEntry]:
 
 
 def _tokens(words: Sequence[SpokenWord], width: int) -> list[SpokenWord]:
-    """Words as a reader sees them in cues: a word wider than a line in line-wide pieces."""
-    return [SpokenWord(word.participant, word.text[index:index + width], word.start, word.end)
-            for word in words for index in range(0, len(word.text), width)]
+    """Words as a reader sees them in cues: a word wider than a line in line-wide pieces,
+    which share its time by characters."""
+    tokens = []
+    for word in words:
+        if len(word.text) <= width:
+            tokens.append(word)
+            continue
+        span, total = word.end - word.start, len(word.text)
+        tokens.extend(SpokenWord(word.participant, word.text[index:index + width],
+                                 word.start + span * index // total,
+                                 word.start + span * min(index + width, total) // total)
+                      for index in range(0, total, width))
+    return tokens
 
 
 def _check_cues(starts: list[int], ends: list[int], speakers: list[str], lines: list[list[str]],
@@ -190,7 +202,10 @@ def _check_cues(starts: list[int], ends: list[int], speakers: list[str], lines: 
                               MAX_CHARS - len(f"{name}: ") if prefixed else MAX_CHARS)
                 for name in NAMES.values()}
     taken = dict.fromkeys(NAMES.values(), 0)
+    shown_until = dict.fromkeys(NAMES.values(), 0)
     for start, end, speaker, text in zip(starts, ends, speakers, lines, strict=True):
+        assert start >= shown_until[speaker]  # one speaker's cues never show at once
+        shown_until[speaker] = end
         assert 1 <= len(text) <= 2
         assert all(len(line) <= MAX_CHARS for line in text)
         assert end - start <= MAX_CUE_MS

@@ -18,7 +18,7 @@ A transcript is taken as it comes: empty words are dropped, words are sorted
 by start, a word starting after the timeline end is dropped and one running
 past it is cut there, times before 0 are clipped (a word ending at or before
 0 is dropped), and a word longer than a line is split into line-long pieces
-with the word's times. Each such change is a warning, one line per kind.
+sharing the word's time by characters. Each such change is a warning, one line per kind.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ..plan import seconds, to_units
 from . import DeliverableContext, DeliverableOptions, Output
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
     from pathlib import Path
 
     from ..manifest import Documents
@@ -159,14 +159,28 @@ def build_cues(words: Sequence[SpokenWord], names: dict[int, str], *, prefix: bo
 
 
 def _pieces(words: Sequence[SpokenWord], width: int) -> list[SpokenWord]:
-    """Words as tokens of at most `width` characters: a longer token is cut into pieces
-    that keep its times (no line could hold it whole)."""
+    """Words as tokens of at most `width` characters: a longer token is cut into pieces (no
+    line could hold it whole), and a word's time is shared by its pieces by characters,
+    so pieces that land in two cues do not show at once."""
     pieces: list[SpokenWord] = []
     for word in words:
-        for token in word.text.split(" "):
-            pieces.extend(SpokenWord(word.participant, token[index:index + width], word.start,
-                                     word.end) for index in range(0, len(token), width))
+        cuts = [(offset + index, offset + min(index + width, len(token)))
+                for offset, token in _tokens_at(word.text)
+                for index in range(0, len(token), width)]
+        if len(cuts) == 1:
+            pieces.append(word)
+            continue
+        span, total = word.end - word.start, len(word.text)
+        pieces.extend(SpokenWord(word.participant, word.text[first:last],
+                                 word.start + span * first // total,
+                                 word.start + span * last // total) for first, last in cuts)
     return pieces
+
+
+def _tokens_at(text: str) -> Iterator[tuple[int, str]]:
+    """The space-separated tokens of `text`, each with its offset in it."""
+    for match in re.finditer(r"[^ ]+", text):
+        yield match.start(), match.group()
 
 
 def _speaker_cues(participant: int, name: str, words: Sequence[SpokenWord],
