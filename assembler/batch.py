@@ -30,7 +30,17 @@ from collections import Counter
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    NotRequired,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    cast,
+    get_args,
+)
 
 from .errors import (
     EXIT_BAD_INPUT,
@@ -338,26 +348,40 @@ def is_complete(job: Job, root: Path, options: RunOptions) -> bool:
 
 
 class _Ledger:
-    """Rows so far, in jobs-file order, rewritten atomically to `batch.json` on every change."""
+    """Rows in jobs-file order, rewritten atomically to `batch.json` on every change.
+
+    A recording's row from the last run stands until this run's arrives: a batch
+    that stops early (Ctrl-C, a scheduler it cannot reach) loses no record of what
+    was done before. `finish` drops the rows of recordings the jobs file no longer has.
+    """
 
     def __init__(self, path: Path, events: BatchEvents | None) -> None:
         self.path = path
         self.events = events
         self.rows: list[Row] = []
+        self.earlier = {_row_key(row): row for row in _earlier_rows(path)}
         self.counts: Counter[Status] = Counter()
 
     def write(self) -> None:
+        rows = sorted([*self.rows, *self.earlier.values()], key=lambda item: item["line"])
         try:
-            write_json(self.path, {"version": BATCH_VERSION, "recordings": self.rows})
+            write_json(self.path, {"version": BATCH_VERSION, "recordings": rows})
         except OSError as exc:
             raise StorageError("", f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def add(self, row: Row) -> None:
+        self.earlier.pop(_row_key(row), None)
         bisect.insort(self.rows, row, key=lambda item: item["line"])
         self.counts[row["status"]] += 1
         self.write()
         if self.events:
             self.events.recording_finished(row)
+
+    def finish(self) -> None:
+        """Every line has its row of this run: the rest are of lines no longer there."""
+        if self.earlier:
+            self.earlier.clear()
+            self.write()
 
     def to_run(self, entries: Iterable[Job | Row], root: Path,
                options: RunOptions) -> Iterator[Job]:
@@ -369,6 +393,24 @@ class _Ledger:
                 self.add(_row(entry.line, entry.id, EXIT_OK, None, 0.0, skipped=True))
             else:
                 yield entry
+
+
+def _row_key(row: Row) -> tuple[str | None, int]:
+    """What a row is the row of: a recording by its id, an invalid line by its number too
+    (it may repeat another line's id)."""
+    return row["id"], row["line"] if row["id"] is None or row["status"] == "invalid" else 0
+
+
+def _earlier_rows(path: Path) -> list[Row]:
+    """The rows of the `batch.json` at `path` an earlier run wrote; none if it is unreadable."""
+    try:
+        ledger = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    rows = ledger.get("recordings") if isinstance(ledger, dict) else None
+    return [cast(Row, row) for row in rows
+            if isinstance(row, dict) and isinstance(row.get("line"), int)
+            and row.get("status") in get_args(Status)] if isinstance(rows, list) else []
 
 
 def _drain(jobs: Iterator[Job], submit: Callable[[Job], cf.Future[Row]], window: int,
@@ -423,7 +465,8 @@ def _run_on_cluster(address: str, jobs: Iterator[Job], root: Path, options: RunO
     except ImportError:
         raise AssemblerError('--scheduler needs Dask: pip install "assembler[dask]"') from None
     try:
-        client = distributed.Client(address, timeout="30s")
+        # Waits distributed.comm.timeouts.connect (Dask's configuration; 30 s unless set).
+        client = distributed.Client(address)
     except (OSError, TimeoutError) as exc:
         raise AssemblerError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     # Not `with executor`: its exit waits for every task, Ctrl-C included; closing the
@@ -455,4 +498,5 @@ def run_batch(jobs_file: Path, root: Path, options: RunOptions, *, scheduler: st
         _run_local(jobs, root, options, download_only, ledger)
     else:
         _run_on_cluster(scheduler, jobs, root, options, download_only, ledger)
+    ledger.finish()
     return BatchOutcome(ledger.counts)

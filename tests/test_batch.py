@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -126,6 +127,20 @@ def test_batch_isolates_failures_and_skips_finished_recordings_on_rerun(
            if count != before[path]}
     assert new, "the unfinished recordings are tried again"
     assert not [path for path in new if path.startswith(("/rec-a/", "/rec-b/"))]
+
+    # A batch that never starts (nothing listens at the scheduler's address) keeps the
+    # record of the last one; a jobs file without some lines drops their rows.
+    ledger = (out / "batch.json").read_bytes()
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "assembler", "batch", str(jobs), "--out", str(out), "--quiet",
+         "--scheduler", "tcp://127.0.0.1:1"], capture_output=True, text=True, timeout=600,
+        check=False, env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
+    assert unreachable.returncode == 1
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in unreachable.stderr
+    assert (out / "batch.json").read_bytes() == ledger
+    fewer = write_jobs(www / "jobs-fewer.jsonl", server, made, ("rec-a",))
+    assert run_batch(fewer, out, "--quiet").returncode == 0
+    assert {key: row["status"] for key, row in rows(out).items()} == {"rec-a": "skipped"}
 
 
 @pytest.mark.parametrize("content", [None, b'{"id": "caf\xe9"}\n'], ids=["missing", "latin-1"])
