@@ -523,11 +523,12 @@ def _print_batch(batch: BatchCheck) -> int:
         if entry.check is None:
             state = f"not made ({entry.not_made} in batch.json)" if entry.not_made else "differs"
             print(f"{entry.id}: {state}: {entry.problem}")
-        elif entry.check.ok:
+        elif entry.check.ok and entry.failed_run is not None:
             # Fixity only: what a failed run did write is still as it was written.
-            unfinished = (f"; its run failed (exit {entry.failed_run} in batch.json)"
-                          if entry.failed_run is not None else "")
-            print(f"{entry.id}: ok, {_files(entry.check.checked)} match{unfinished}")
+            print(f"{entry.id}: run failed (exit {entry.failed_run} in batch.json); "
+                  f"{_files(entry.check.checked)} it wrote, all match")
+        elif entry.check.ok:
+            print(f"{entry.id}: ok, {_files(entry.check.checked)} match")
         else:
             named = ", ".join(f"{found.path} {found.problem}" for found in entry.check.differences)
             print(f"{entry.id}: differs, {len(entry.check.differences)} of "

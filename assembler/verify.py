@@ -303,10 +303,13 @@ def verify_batch(root: Path, *, decode: bool = False,
                  progress: VerifyProgress | None = None) -> BatchCheck:
     """Verify every recording `root/batch.json` lists, in the ledger's order.
 
-    Raises `ReportError` when `batch.json` cannot be read.
+    Raises `ReportError` when `batch.json` cannot be read or lists no recording: a
+    check of nothing must not pass for one of everything.
     """
     ledger = _read_json(root / BATCH_NAME, _Ledger)
     rows = [row for row in ledger.recordings if row.id]
+    if not rows:
+        raise ReportError(f"{root / BATCH_NAME}: lists no recording to verify")
     # An invalid line made nothing: its id may not even be a name, or may repeat one that
     # another line made (a duplicate), which is checked once, under that line.
     made = {row.id for row in rows if row.status != "invalid"}

@@ -276,6 +276,17 @@ def test_invalid_jobs_lines_are_not_made_not_differences(made: Path, tmp_path: P
         "../escape: not made (invalid in batch.json): line 2: unsafe id"]
 
 
+def test_a_batch_root_whose_ledger_lists_nothing_is_not_passed(made: Path,
+                                                               tmp_path: Path) -> None:
+    # A ledger emptied by a batch that never ran would otherwise verify clean, untouched.
+    shutil.copytree(made, tmp_path / "rec-1", ignore=shutil.ignore_patterns("parts"))
+    (tmp_path / "batch.json").write_text(json.dumps({"version": 1, "recordings": []}))
+    done = assembler("verify", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("batch.json: lists no recording to verify")
+    assert done.stdout == ""
+
+
 def test_a_failed_run_whose_files_match_says_it_failed(made: Path, tmp_path: Path) -> None:
     root = tmp_path / "root"
     shutil.copytree(made, root / "partial", ignore=shutil.ignore_patterns("parts"))
@@ -284,4 +295,4 @@ def test_a_failed_run_whose_files_match_says_it_failed(made: Path, tmp_path: Pat
     done = assembler("verify", str(root))
     assert done.returncode == 0, done.stdout  # fixity: what it wrote is as written
     assert done.stdout.splitlines() == [
-        "partial: ok, 3 files match; its run failed (exit 3 in batch.json)"]
+        "partial: run failed (exit 3 in batch.json); 3 files it wrote, all match"]
