@@ -132,13 +132,15 @@ class RunEvents(DownloadProgress, Protocol):
     of the parts to fetch. Track events come from the worker thread rendering
     the track, while other parts may still download; `track_advanced` gives the
     seconds of it encoded so far (never for a stream copy); `track_finished`
-    the track written, or why it was not.
+    the track written, or why it was not; `track_kept` a track an earlier run
+    made from the same inputs, kept as it is (it is neither started nor finished).
     """
 
     def parts_planned(self, plan: Plan, part_ids: Sequence[str]) -> None: ...
     def track_started(self, track: TrackPlan) -> None: ...
     def track_advanced(self, track: TrackPlan, seconds: float) -> None: ...
     def track_finished(self, track: TrackPlan, result: RenderedTrack | AssemblerError) -> None: ...
+    def track_kept(self, track: TrackPlan, result: RenderedTrack) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -376,9 +378,9 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
         except BaseException:
             await rendering  # tracks rendering finish; those still waiting give up
             raise
-        if events:  # after `parts_planned`: a kept track counts as written
+        if events:  # after `parts_planned`
             for track in kept.values():
-                events.track_finished(track.track, track)
+                events.track_kept(track.track, track)
         rendered, render_failures = await rendering
         renderable = _renderable(to_make, arrivals.lost)
         failures = [*_lost_part_failures(arrivals.lost),
@@ -401,7 +403,7 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
     if report["complete"] and not options.keep_parts:
         drop_parts(out_dir / PARTS_DIR, plan.part_files)
     return RunOutcome(report=report, download_failures=arrivals.lost,
-                      render_failures=render_failures, kept=_kept_paths(report, previous))
+                      render_failures=render_failures, kept=frozenset(previous.kept))
 
 
 def _written(plan: Plan, kept: Mapping[str, RenderedTrack], rendered: Iterable[RenderedTrack]
@@ -429,18 +431,6 @@ def _kept_tracks(plan: Plan, previous: PreviousRun, inputs: Mapping[str, str]
             log.debug("%s kept: made from the same inputs by an earlier run", track.path)
             kept[track.path] = found
     return kept
-
-
-def _kept_paths(report: Report, previous: PreviousRun) -> frozenset[str]:
-    """The files of `report` kept from the earlier run rather than made again."""
-    if previous.raw is None or not previous.reuse:
-        return frozenset()
-    entries: list[Mapping[str, object]] = [
-        *(track for person in report["participants"] for track in person["tracks"]),
-        *report["outputs"]]
-    listed = {**previous.tracks, **previous.outputs}
-    return frozenset(str(entry["path"]) for entry in entries
-                     if entry["path"] in listed and listed[str(entry["path"])].entry == entry)
 
 
 def _renderable(tracks: Sequence[TrackPlan], lost: Mapping[str, AssemblerError]

@@ -132,6 +132,9 @@ class PreviousRun:
     tracks: dict[str, _Listed] = field(default_factory=dict)
     outputs: dict[str, _Listed] = field(default_factory=dict)
     reuse: bool = True
+    # Paths `kept_track` and `kept_output` handed back: the files this run keeps as they are.
+    # A file made again comes out the same, so its report entry cannot tell.
+    kept: set[str] = field(default_factory=set)
 
     @classmethod
     def read(cls, out_dir: Path, report_name: str, *, reuse: bool = True) -> PreviousRun:
@@ -166,6 +169,7 @@ class PreviousRun:
         planned = {(warning.part_id, warning.message) for warning in plan.warnings}
         warnings = tuple((warning["part"], warning["message"]) for warning in listed.warnings
                          if (warning["part"], warning["message"]) not in planned)
+        self.kept.add(track.path)
         return RenderedTrack(track=placed, path=self.out_dir / track.path,
                              strategy=entry["strategy"], reason=entry.get("reason"),
                              blank=tuple((start, end) for start, end in entry.get("blank", [])),
@@ -178,6 +182,7 @@ class PreviousRun:
         if listed is None or not self._unchanged(listed, inputs):
             return None
         entry: OutputEntry = listed.entry  # type: ignore[assignment]
+        self.kept.add(path)
         return entry, listed.warnings  # type: ignore[return-value]
 
     def listed_paths(self) -> set[str]:

@@ -327,3 +327,25 @@ def test_a_rerun_lists_what_it_kept_as_kept(served: tuple[MediaServer, Manifests
     assert listed
     assert all(line.startswith("kept   ") for line in listed), listed
     assert f"{len(listed)} file(s) kept" in again.stdout
+    # A track changed on disk is made again: it comes out the same, and is not called kept,
+    # in the listing nor in --json-logs' events.
+    webcam = out / "participants" / "1-ada" / "webcam.mp4"
+    runs = []
+    for logs in ((), ("--json-logs",)):
+        data = bytearray(webcam.read_bytes())
+        data[-100] ^= 0xFF
+        webcam.write_bytes(bytes(data))
+        runs.append(subprocess.run([sys.executable, "-m", "assembler", "run", "--out", str(out),
+                                    *logs, *manifests.cli_args()], capture_output=True,
+                                   text=True, timeout=300, check=False))
+        assert runs[-1].returncode == 0, runs[-1].stderr
+    listing, logged = runs
+    shown = {line.split()[-1]: line.split()[0] for line in listing.stdout.splitlines()
+             if str(out / "participants") in line}
+    assert shown.pop(str(webcam)) in ("copy", "encode")
+    assert set(shown.values()) == {"kept"}
+    assert f"{len(shown)} file(s) kept" in listing.stdout
+    events = [json.loads(line) for line in logged.stderr.splitlines() if line.startswith("{")]
+    tracks = {event["track"]: event["event"] for event in events if "track" in event}
+    assert tracks.pop("participants/1-ada/webcam.mp4") == "wrote track"
+    assert set(tracks.values()) == {"kept track"}
