@@ -243,6 +243,19 @@ def refuse_page(target: Target, content_type: str, head: bytes) -> None:
                             "or JSON document instead of media")
 
 
+def refuse_encoded(target: Target, encoding: str | None) -> None:
+    """Raise NotMediaError when the body comes content-encoded (`Content-Encoding: gzip`).
+
+    Asked for as it is (`Accept-Encoding: identity`, see `open_session`), a server may
+    still send an object stored gzip-encoded (S3 and GCS do, when it was uploaded so):
+    saved, it would be that encoding's bytes, not the media, found out only by the probe.
+    """
+    if encoding and encoding.strip().lower() != "identity":
+        raise NotMediaError(target.part_id, f"{target.label}: the server sent the body "
+                            f"encoded (Content-Encoding: {encoding.strip()}), not the media "
+                            "itself as asked (identity); assembler does not undo it")
+
+
 @contextlib.asynccontextmanager
 async def open_session(settings: DownloadSettings,
                    connections: int) -> AsyncIterator[aiohttp.ClientSession]:

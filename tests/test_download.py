@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import os
@@ -717,6 +718,21 @@ async def json_200(request: web.Request) -> web.StreamResponse:
 @routes.get("/empty-200")
 async def empty_200(request: web.Request) -> web.StreamResponse:
     return web.Response(body=b"")
+
+
+@routes.get("/gzip-200")
+async def gzip_200(request: web.Request) -> web.StreamResponse:
+    # An object stored gzip-encoded: sent so whatever the request's Accept-Encoding.
+    return web.Response(body=gzip.compress(DATA), headers={"Content-Encoding": "gzip"},
+                        content_type="video/mp4")
+
+
+async def test_a_content_encoded_body_is_refused_naming_its_encoding(server: Server,
+                                                                     tmp_path: Path) -> None:
+    failure = assert_failed(await fetch(server, "/gzip-200", tmp_path), tmp_path,
+                            NotMediaError)
+    assert "(Content-Encoding: gzip)" in str(failure)
+    assert not list((tmp_path / "parts").iterdir())  # nothing kept to resume into
 
 
 @pytest.mark.parametrize("path", ["/html-200", "/xml-typed-200", "/json-200", "/empty-200"])
