@@ -424,13 +424,6 @@ class RunDisplay:
         self.progress.update(row, detail=f"{percent:3.0f}%{_left(task)}")
 
     def track_finished(self, track: TrackPlan, result: RenderedTrack | AssemblerError) -> None:
-        self._track_done(track, result, "wrote track")
-
-    def track_kept(self, track: TrackPlan, result: RenderedTrack) -> None:
-        self._track_done(track, result, "kept track")
-
-    def _track_done(self, track: TrackPlan, result: RenderedTrack | AssemblerError,
-                    event: str) -> None:
         from .errors import AssemblerError
 
         failed = isinstance(result, AssemblerError)
@@ -444,8 +437,9 @@ class RunDisplay:
                                          total=self._tracks_due(),
                                          completed=self.tracks["written"] + self.tracks["failed"])
         if self.json_events and not isinstance(result, AssemblerError):
-            _event(event, track=track.path, strategy=result.strategy,
-                   duration=result.track.duration, rate=str(result.track.rate))
+            _event("kept track" if result.kept else "wrote track", track=track.path,
+                   strategy=result.strategy, duration=result.track.duration,
+                   rate=str(result.track.rate))
 
 
 class BatchDisplay:

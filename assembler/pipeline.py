@@ -132,15 +132,14 @@ class RunEvents(DownloadProgress, Protocol):
     of the parts to fetch. Track events come from the worker thread rendering
     the track, while other parts may still download; `track_advanced` gives the
     seconds of it encoded so far (never for a stream copy); `track_finished`
-    the track written, or why it was not; `track_kept` a track an earlier run
-    made from the same inputs, kept as it is (it is neither started nor finished).
+    the track written (or kept as an earlier run made it: `RenderedTrack.kept`),
+    or why it was not.
     """
 
     def parts_planned(self, plan: Plan, part_ids: Sequence[str]) -> None: ...
     def track_started(self, track: TrackPlan) -> None: ...
     def track_advanced(self, track: TrackPlan, seconds: float) -> None: ...
     def track_finished(self, track: TrackPlan, result: RenderedTrack | AssemblerError) -> None: ...
-    def track_kept(self, track: TrackPlan, result: RenderedTrack) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -378,9 +377,9 @@ async def run_recording(sources: Sources, out_dir: Path, options: RunOptions = R
         except BaseException:
             await rendering  # tracks rendering finish; those still waiting give up
             raise
-        if events:  # after `parts_planned`
+        if events:  # after `parts_planned`: a kept track counts as written
             for track in kept.values():
-                events.track_kept(track.track, track)
+                events.track_finished(track.track, track)
         rendered, render_failures = await rendering
         renderable = _renderable(to_make, arrivals.lost)
         failures = [*_lost_part_failures(arrivals.lost),

@@ -113,6 +113,7 @@ class RenderedTrack:
     reason: str | None = None  # why auto chose encode, when it did
     blank: tuple[tuple[float, float], ...] = ()  # (start, end) seconds of silence or black
     warnings: tuple[tuple[str, str], ...] = field(default=())  # (part id, message)
+    kept: bool = False  # kept as an earlier run made it (see `rerun.py`), not rendered now
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,7 +173,7 @@ class PreviousRun:
         return RenderedTrack(track=placed, path=self.out_dir / track.path,
                              strategy=entry["strategy"], reason=entry.get("reason"),
                              blank=tuple((start, end) for start, end in entry.get("blank", [])),
-                             warnings=warnings)
+                             warnings=warnings, kept=True)
 
     def kept_output(self, path: str, inputs: str
                     ) -> tuple[OutputEntry, list[WarningEntry]] | None:

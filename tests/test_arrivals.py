@@ -46,9 +46,6 @@ class Log(NoProgress):
     def track_finished(self, track: TrackPlan, result: RenderedTrack | AssemblerError) -> None:
         self.seen.append(("track", track.path))
 
-    def track_kept(self, track: TrackPlan, result: RenderedTrack) -> None:
-        self.seen.append(("kept", track.path))
-
 
 async def _until(condition: Callable[[], bool], running: asyncio.Task[object], what: str) -> None:
     """Wait for `condition` while `running` goes on; a run that ends first never will."""
