@@ -192,11 +192,13 @@ def ending_args(end: Fraction, last: Fraction, rate: Fraction) -> list[str]:
 
     The MP4 muxer reads a track's end from two packets, which B-frames make different:
     its edit list (what players show) ends where the last frame shown ends, its `mdhd`
-    where the last packet decoded ends. Both are given durations ending at `end`: the
-    last frame shown is the packet `last` seconds from the first (within half a frame
-    at `rate`), the last decoded the one with no next packet. Whole frames cannot end
-    there: 12.5 s at 15 fps is 187.5 frames. Empty when this ffmpeg's `setts` cannot
-    set durations (the track then ends on its last frame's end).
+    (where a demuxer ends the stream) where the last packet decoded ends. The last
+    frame shown, the packet `last` seconds from the first (within half a frame at
+    `rate`), lasts up to `end`. The last packet decoded (the one with no next) does
+    too when its decode time is that late (it is, unless the stream stopped early),
+    never past `end` when shown. Whole frames cannot end there: 12.5 s at 15 fps is
+    187.5 frames. Empty when this ffmpeg's `setts` cannot set durations (the track
+    then ends on its last frame's end).
     """
     if not setts_sets_duration():
         return []
@@ -205,8 +207,11 @@ def ending_args(end: Fraction, last: Fraction, rate: Fraction) -> list[str]:
     # setts takes TS as the dts for pts too: both are restated. `\,` keeps an expression's
     # commas from splitting the bitstream filter list. PTS-STARTPTS counts from the first
     # frame shown (decoded first), DTS-STARTDTS from the first packet decoded.
-    last_decoded = f"if(eq(NEXT_DTS\\,NOPTS)\\,{ticks}-(DTS-STARTDTS)\\,DURATION)"
-    duration = f"if(gte((PTS-STARTPTS)*TB\\,{late})\\,{ticks}-(PTS-STARTPTS)\\,{last_decoded})"
+    to_end = f"{ticks}-(PTS-STARTPTS)"
+    decoded_last = f"eq(NEXT_DTS\\,NOPTS)*gte((DTS-STARTDTS)*TB\\,{late})"
+    last_decoded = (f"if({decoded_last}\\,min({ticks}-(DTS-STARTDTS)\\,{to_end})"
+                    "\\,DURATION)")
+    duration = f"if(gte((PTS-STARTPTS)*TB\\,{late})\\,{to_end}\\,{last_decoded})"
     return ["-bsf:v", f"setts=pts=PTS:dts=DTS:duration='{duration}'"]
 
 
@@ -251,23 +256,34 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
         # Segments coded with different parameter sets share one avcC when their ids
         # differ; only when they cannot does every packet go through Annex B and back.
         shared = shared_avcc(records, in_band) if len(records) > 1 else None
+        ending = ending_args(layout.track.end, last_frame(items), spec.rate)
         run_ffmpeg(copy_argv(listing, output, time_base=spec.time_base,
                              in_band=shared is None and (len(records) != 1 or b"" in records),
                              samples=samples + layout.track.length,
-                             timecode=timecode_args(layout.track),
-                             ending=ending_args(layout.track.end, last_frame(items), spec.rate)))
+                             timecode=timecode_args(layout.track), ending=ending))
         if shared is not None:
             replace_avcc(output, shared)
         align_timecode(output)
-    # The concat demuxer ends the whole track, silently, at a part it cannot read to its
-    # end (a file cut short under an index that promises more): check what was written.
-    # (Its media may run longer by the B-frame delay, which an edit list takes back.)
-    written = media_seconds(output)
-    if written is None or written < layout.track.end - 1 / spec.rate:
-        shown = "no" if written is None else f"{float(written):.3f} s of"
-        raise CopyNotPossibleError(f"the copy holds {shown} video, not {float(layout.track.end):g}"
-                                   " s: a part could not be read to its end")
+    _check_length(output, layout.track.end, spec.rate, exact=bool(ending))
     return layout.track
+
+
+def _check_length(output: Path, end: Fraction, rate: Fraction, *, exact: bool) -> None:
+    """Raise `CopyNotPossibleError` when the samples of `output` end before `end` (seconds):
+    by more than a millisecond when `exact` (its end was set), else by more than a frame.
+
+    The concat demuxer ends the whole track, silently, at a part it cannot read to its
+    end (a file cut short under an index that promises more); and a variable frame rate
+    near the end can leave the last packet decoded too early for its duration to reach
+    `end` without the frame it shows running past it. (Samples may run longer than `end`
+    by the B-frame delay, which the edit list takes back.)
+    """
+    written = media_seconds(output)
+    if written is None or written < end - (Fraction(1, 1000) if exact else 1 / rate):
+        shown = "none" if written is None else f"{float(written):.3f} s"
+        raise CopyNotPossibleError(f"the copy's samples end at {shown}, not {float(end):g} s: a"
+                                   " part could not be read to its end, or its last frames'"
+                                   " timestamps cannot end there")
 
 
 def _encode_tails(layout: Sequence[Piece], spec: BlackSpec, spare_ids: Iterator[int],

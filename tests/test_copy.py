@@ -919,6 +919,24 @@ def test_every_track_lasts_the_timeline_to_the_millisecond(
     assert boxes.index(b"moov") < boxes.index(b"mdat"), boxes
 
 
+def test_b_frames_with_a_frame_rate_dip_at_the_end_are_encoded_to_end_exactly(
+        tmp_path: Path) -> None:
+    # Four frames dropped just before the end (VFR): x264's last decode time comes a frame
+    # early, so no duration of the last packet decoded ends the samples on the timeline
+    # without its frame running past it. Copy refuses; auto encodes, exact.
+    part = tmp_path / "dip.mp4"
+    ffmpeg(["-y", "-f", "lavfi", "-i", "testsrc=s=160x120:r=25:d=4",
+            "-vf", "select='lt(n,94)+gte(n,98)'", "-fps_mode", "vfr", "-c:v", "libx264",
+            "-x264-params", "b-adapt=0:bframes=3", "-pix_fmt", "yuv420p", file_arg(part)])
+    plan = track([("dip", Fraction(0), Fraction(4))], Fraction(4), Fraction(25))
+    with pytest.raises(CopyNotPossibleError, match=r"the copy's samples end at 3\.\d+ s, not 4 s"):
+        render(plan, {"dip": part}, tmp_path, "copy")
+    rendered = render(plan, {"dip": part}, tmp_path, "auto")
+    assert rendered.strategy == "encode"
+    stated = mp4_durations(rendered.path)
+    assert (stated.shown, stated.media, stated.track) == (4.0, 4.0, 4.0)
+
+
 def make_sparse_screenshare(path: Path, times: tuple[float, ...], colour: str) -> Path:
     """A static screen as scrcpy or PrismCast send it: an H.264 frame every few seconds."""
     red, green, blue = rgb(colour)
