@@ -350,37 +350,52 @@ def is_complete(job: Job, root: Path, options: RunOptions) -> bool:
 class _Ledger:
     """Rows in jobs-file order, rewritten atomically to `batch.json` on every change.
 
-    A recording's row from the last run stands until this run's arrives: a batch
-    that stops early (Ctrl-C, a scheduler it cannot reach) loses no record of what
-    was done before. `finish` drops the rows of recordings the jobs file no longer has.
+    A recording's row from the last run stands until this run starts it again (and
+    then until its new row arrives, it has none: what it was is no longer known), so a
+    batch stopped early, or one whose scheduler cannot be reached, loses no record of
+    what was done before. `finish` drops the rows of lines the jobs file no longer has.
     """
 
     def __init__(self, path: Path, events: BatchEvents | None) -> None:
         self.path = path
         self.events = events
         self.rows: list[Row] = []
-        self.earlier = {_row_key(row): row for row in _earlier_rows(path)}
+        self.earlier = _earlier_rows(path)
         self.counts: Counter[Status] = Counter()
 
     def write(self) -> None:
-        rows = sorted([*self.rows, *self.earlier.values()], key=lambda item: item["line"])
+        rows = sorted([*self.rows, *self.earlier], key=lambda item: item["line"])
         try:
             write_json(self.path, {"version": BATCH_VERSION, "recordings": rows})
         except OSError as exc:
             raise StorageError("", f"cannot write {self.path}: {exc.strerror or exc}") from None
 
+    def forget(self, job_id: str | None, line: int) -> None:
+        """Drop the earlier row of recording `job_id` (of `line`, for a line with no id)."""
+        if self._drop(job_id, line):
+            self.write()
+
     def add(self, row: Row) -> None:
-        self.earlier.pop(_row_key(row), None)
+        self._drop(row["id"], row["line"])
         bisect.insort(self.rows, row, key=lambda item: item["line"])
         self.counts[row["status"]] += 1
         self.write()
         if self.events:
             self.events.recording_finished(row)
 
+    def _drop(self, job_id: str | None, line: int) -> bool:
+        def same(row: Row) -> bool:  # an id names its recording, whatever line it is on
+            return row["id"] == job_id and (job_id is not None or row["line"] == line)
+
+        left = [row for row in self.earlier if not same(row)]
+        dropped = len(left) != len(self.earlier)
+        self.earlier = left
+        return dropped
+
     def finish(self) -> None:
         """Every line has its row of this run: the rest are of lines no longer there."""
         if self.earlier:
-            self.earlier.clear()
+            self.earlier = []
             self.write()
 
     def to_run(self, entries: Iterable[Job | Row], root: Path,
@@ -395,22 +410,22 @@ class _Ledger:
                 yield entry
 
 
-def _row_key(row: Row) -> tuple[str | None, int]:
-    """What a row is the row of: a recording by its id, an invalid line by its number too
-    (it may repeat another line's id)."""
-    return row["id"], row["line"] if row["id"] is None or row["status"] == "invalid" else 0
-
-
 def _earlier_rows(path: Path) -> list[Row]:
-    """The rows of the `batch.json` at `path` an earlier run wrote; none if it is unreadable."""
+    """The rows of the `batch.json` at `path` an earlier run wrote; none if it is unreadable,
+    and none that does not have the shape of one."""
     try:
         ledger = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     rows = ledger.get("recordings") if isinstance(ledger, dict) else None
-    return [cast(Row, row) for row in rows
-            if isinstance(row, dict) and isinstance(row.get("line"), int)
-            and row.get("status") in get_args(Status)] if isinstance(rows, list) else []
+    return [cast(Row, row) for row in rows if _is_row(row)] if isinstance(rows, list) else []
+
+
+def _is_row(row: object) -> bool:
+    return (isinstance(row, dict) and isinstance(row.get("id"), str | None) and "id" in row
+            and all(isinstance(row.get(key), int) for key in ("line", "exit"))
+            and row.get("status") in get_args(Status)
+            and isinstance(row.get("seconds"), int | float) and "worker" in row)
 
 
 def _drain(jobs: Iterator[Job], submit: Callable[[Job], cf.Future[Row]], window: int,
@@ -418,6 +433,7 @@ def _drain(jobs: Iterator[Job], submit: Callable[[Job], cf.Future[Row]], window:
     """Keep at most `window` recordings submitted; record each row as it arrives."""
     running: dict[cf.Future[Row], Job] = {}
     for job in jobs:
+        ledger.forget(job.id, job.line)  # its files are about to change
         running[submit(job)] = job
         if ledger.events:
             ledger.events.recording_started(job)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +143,63 @@ def test_batch_isolates_failures_and_skips_finished_recordings_on_rerun(
     fewer = write_jobs(www / "jobs-fewer.jsonl", server, made, ("rec-a",))
     assert run_batch(fewer, out, "--quiet").returncode == 0
     assert {key: row["status"] for key, row in rows(out).items()} == {"rec-a": "skipped"}
+
+
+def test_earlier_rows_give_way_to_this_runs_and_odd_ones_are_dropped(
+        served: tuple[MediaServer, dict[str, Manifests]], tmp_path: Path) -> None:
+    # rec-c was invalid before (its manifest since fixed): its new row replaces that one,
+    # whatever status and line each has. A row not shaped like one, or of a recording the
+    # jobs file no longer has, is dropped; neither stops the batch.
+    server, made = served
+    jobs = write_jobs(made["rec-c"].root.parent / "jobs-c.jsonl", server, made, ("rec-c",))
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = [{"id": "gone", "line": 1, "status": "ok", "exit": 0, "seconds": 1.0,
+                "worker": None},
+               {"id": "rec-c", "line": 2, "status": "invalid", "exit": 2, "seconds": 0.0,
+                "worker": None, "error": "line 2: duration: must be >= 0"},
+               {"line": 3, "status": "ok"}, {"id": ["x"], "line": 4, "status": "ok"}]
+    (out / "batch.json").write_text(json.dumps({"version": 1, "recordings": earlier}))
+    done = run_batch(jobs, out, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert {key: (row["status"], row["line"]) for key, row in rows(out).items()} == {
+        "rec-c": ("ok", 1)}
+
+
+def test_a_batch_stopped_mid_recording_keeps_no_row_of_it(
+        served: tuple[MediaServer, dict[str, Manifests]], tmp_path: Path) -> None:
+    # rec-d's earlier row says ok; this run has started making it again (its parts are
+    # on their way), so what it says no longer holds: stopped there, it has no row.
+    server, made = served
+    jobs = write_jobs(made["rec-d"].root.parent / "jobs-d.jsonl", server, made, ("rec-d",))
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {"id": "rec-d", "line": 1, "status": "ok", "exit": 0, "seconds": 1.0,
+               "worker": None}
+    (out / "batch.json").write_text(json.dumps({"version": 1, "recordings": [earlier]}))
+    held = f"/rec-d/parts/{made['rec-d'].expected[0].file}"
+    release = server.hold(held)
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "assembler", "batch", str(jobs),
+                                    "--out", str(out), "--quiet"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            for _ in range(12000):  # a guard against a hang, not a timing: 120 s
+                if server.requests[held] or process.poll() is not None:
+                    break
+                time.sleep(0.01)
+            assert server.requests[held], "the held part was never asked for"
+            assert rows(out) == {}
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    finally:
+        release()
+    assert process.returncode == 130, stderr
+    assert rows(out) == {}
 
 
 @pytest.mark.parametrize("content", [None, b'{"id": "caf\xe9"}\n'], ids=["missing", "latin-1"])
