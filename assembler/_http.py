@@ -61,6 +61,9 @@ _RETRY_STATUSES = frozenset({408, 429})
 # error, or a manifest served where a part was due).
 _PAGE_STARTS = (b"<!doctype", b"<html", b"<?xml", b"<error>", b"{", b"[")
 _PAGE_TYPES = ("text/html", "application/xml", "text/xml", "application/json")
+# HTTP content codings (IANA registry) that change a body's bytes.
+_CONTENT_CODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd", "compress",
+                              "x-compress", "aes128gcm", "exi", "pack200-gzip"})
 # S3 (plain and STS-signed), GCS and R2 ways of saying a signed link has expired.
 _EXPIRED_MARKERS = ("Request has expired", "<Code>ExpiredToken</Code>",
                     "<Code>ExpiredRequest</Code>")
@@ -249,11 +252,14 @@ def refuse_encoded(target: Target, encoding: str | None) -> None:
     Asked for as it is (`Accept-Encoding: identity`, see `open_session`), a server may
     still send an object stored gzip-encoded (S3 and GCS do, when it was uploaded so):
     saved, it would be that encoding's bytes, not the media, found out only by the probe.
+    Values naming no coding, which object metadata sometimes holds (`binary`, `none`),
+    are let through: the body is then the object's bytes.
     """
-    if encoding and encoding.strip().lower() != "identity":
+    codings = {coding.strip().lower() for coding in (encoding or "").split(",")}
+    if codings & _CONTENT_CODINGS:
         raise NotMediaError(target.part_id, f"{target.label}: the server sent the body "
-                            f"encoded (Content-Encoding: {encoding.strip()}), not the media "
-                            "itself as asked (identity); assembler does not undo it")
+                            f"encoded (Content-Encoding: {encoding}), not the media itself "
+                            "as asked (identity); assembler does not undo it")
 
 
 @contextlib.asynccontextmanager

@@ -153,6 +153,14 @@ def test_messy_transcripts_keep_every_usable_word_and_say_what_was_dropped() -> 
     assert all(len(cue.lines[0]) <= 28 and len(cue.lines[-1]) <= MAX_CHARS for cue in cues)
 
 
+def test_a_word_shorter_in_ms_than_its_pieces_never_makes_an_empty_cue() -> None:
+    documents = Documents(transcript=(_entry(1, [("y" * 200, 1.0, 1.002)]),))
+    words, _ = transcript_words(documents, Fraction(9))
+    cues = build_cues(words, NAMES, prefix=False)
+    assert "".join("".join(cue.lines) for cue in cues) == "y" * 200
+    assert all((cue.start, cue.end) == (1000, 1002) for cue in cues)
+
+
 def test_a_word_across_the_recording_start_is_clipped_at_0_without_a_warning() -> None:
     documents = Documents(transcript=(_entry(1, [("So", -0.3, 0.2), ("then", 0.3, 0.5)]),))
     words, warnings = transcript_words(documents, Fraction(9))
@@ -182,12 +190,13 @@ def _random_transcript(seed: int) -> list[TranscriptEntry]:
 def _tokens(words: Sequence[SpokenWord], width: int) -> list[SpokenWord]:
     """Words as a reader sees them in cues: a word wider than a line in line-wide pieces,
     which share its time by characters."""
-    tokens = []
+    tokens: list[SpokenWord] = []
     for word in words:
-        if len(word.text) <= width:
-            tokens.append(word)
-            continue
         span, total = word.end - word.start, len(word.text)
+        if total <= width or span < -(-total // width):
+            tokens.extend(SpokenWord(word.participant, word.text[index:index + width],
+                                     word.start, word.end) for index in range(0, total, width))
+            continue
         tokens.extend(SpokenWord(word.participant, word.text[index:index + width],
                                  word.start + span * index // total,
                                  word.start + span * min(index + width, total) // total)

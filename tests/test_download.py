@@ -727,12 +727,22 @@ async def gzip_200(request: web.Request) -> web.StreamResponse:
                         content_type="video/mp4")
 
 
+@routes.get("/binary-200")
+async def binary_200(request: web.Request) -> web.StreamResponse:
+    # Object metadata naming no coding: the body is the object as it is.
+    return web.Response(body=DATA, headers={"Content-Encoding": "binary"},
+                        content_type="video/mp4")
+
+
 async def test_a_content_encoded_body_is_refused_naming_its_encoding(server: Server,
                                                                      tmp_path: Path) -> None:
     failure = assert_failed(await fetch(server, "/gzip-200", tmp_path), tmp_path,
                             NotMediaError)
     assert "(Content-Encoding: gzip)" in str(failure)
     assert not list((tmp_path / "parts").iterdir())  # nothing kept to resume into
+    results = await fetch(server, "/binary-200", tmp_path)
+    assert not results.failures
+    assert results.files["p1"].read_bytes() == DATA
 
 
 @pytest.mark.parametrize("path", ["/html-200", "/xml-typed-200", "/json-200", "/empty-200"])

@@ -161,16 +161,18 @@ def build_cues(words: Sequence[SpokenWord], names: dict[int, str], *, prefix: bo
 def _pieces(words: Sequence[SpokenWord], width: int) -> list[SpokenWord]:
     """Words as tokens of at most `width` characters: a longer token is cut into pieces (no
     line could hold it whole), and a word's time is shared by its pieces by characters,
-    so pieces that land in two cues do not show at once."""
+    so pieces that land in two cues do not show at once (unless it lasts fewer
+    milliseconds than it has pieces: then each keeps its times, never lasting 0 ms)."""
     pieces: list[SpokenWord] = []
     for word in words:
         cuts = [(offset + index, offset + min(index + width, len(token)))
                 for offset, token in _tokens_at(word.text)
                 for index in range(0, len(token), width)]
-        if len(cuts) == 1:
-            pieces.append(word)
-            continue
         span, total = word.end - word.start, len(word.text)
+        if len(cuts) == 1 or span < len(cuts):  # too short to give each piece a millisecond
+            pieces.extend(SpokenWord(word.participant, word.text[first:last], word.start,
+                                     word.end) for first, last in cuts)
+            continue
         pieces.extend(SpokenWord(word.participant, word.text[first:last],
                                  word.start + span * first // total,
                                  word.start + span * last // total) for first, last in cuts)
