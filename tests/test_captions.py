@@ -144,6 +144,8 @@ def test_messy_transcripts_keep_every_usable_word_and_say_what_was_dropped() -> 
         "transcript: 1 word(s) cut at the timeline end (9 s)",
         f"transcript: 1 word(s) longer than {MAX_CHARS} characters split across lines",
         "transcript: 4 word(s) out of time order in the transcript, put in order",
+        "transcript: 1 word(s) starting before the same speaker's word before ended "
+        "(their cues may show at once)",
     ]
     cues = build_cues(words, NAMES, prefix=True)  # "Ada Lovelace: " leaves 28 on line 1
     assert [cue.lines for cue in cues][:3] == [("edge early overlap", "x" * 28),
@@ -151,6 +153,16 @@ def test_messy_transcripts_keep_every_usable_word_and_say_what_was_dropped() -> 
     # The long word's 0.4 s is shared by its pieces by characters: 28 of 50, then 22.
     assert [(cue.start, cue.end) for cue in cues][:2] == [(0, 2224), (2224, 2400)]
     assert all(len(cue.lines[0]) <= 28 and len(cue.lines[-1]) <= MAX_CHARS for cue in cues)
+
+
+def test_a_cue_ends_at_its_last_words_end_even_when_an_earlier_word_runs_on() -> None:
+    documents = Documents(transcript=(_entry(1, [("look", 1.0, 1.2), ("over", 1.5, 2.5),
+                                                 ("lapping.", 1.6, 1.9)]),))
+    words, warnings = transcript_words(documents, Fraction(9))
+    (cue,) = build_cues(words, NAMES, prefix=False)
+    assert (cue.start, cue.end) == (1000, 1900)
+    assert warnings == ["transcript: 1 word(s) starting before the same speaker's word before "
+                        "ended (their cues may show at once)"]
 
 
 def test_a_word_shorter_in_ms_than_its_pieces_never_makes_an_empty_cue() -> None:
@@ -223,7 +235,7 @@ def _check_cues(starts: list[int], ends: list[int], speakers: list[str], lines: 
         taken[speaker] += len(tokens)
         assert [word.text for word in cue_words] == tokens  # in order, none lost or doubled
         assert start == cue_words[0].start
-        assert end == min(max(word.end for word in cue_words), start + MAX_CUE_MS)
+        assert end == min(cue_words[-1].end, start + MAX_CUE_MS)
         for before, after in itertools.pairwise(cue_words):
             assert after.start - before.end <= PAUSE_MS
             assert before.text[-1] not in ".?!"

@@ -113,7 +113,18 @@ def transcript_words(documents: Documents, duration: Fraction
             words.append(SpokenWord(entry.participant.id, text, max(start, 0),
                                     min(max(end, start), end_ms)))
     words.sort(key=lambda word: word.start)
+    counts["overlapping"] = _overlapping(words)
     return words, _word_warnings(counts, float(duration))
+
+
+def _overlapping(words: Sequence[SpokenWord]) -> int:
+    """How many of `words` (sorted by start) start before their speaker's earlier ones end."""
+    ended: dict[int, int] = {}  # by participant: the latest end of their words so far
+    count = 0
+    for word in words:
+        count += word.start < ended.get(word.participant, word.start)
+        ended[word.participant] = max(word.end, ended.get(word.participant, word.end))
+    return count
 
 
 def _left_out(text: str, start: int, end: int, end_ms: int) -> str | None:
@@ -135,6 +146,8 @@ def _word_warnings(counts: Counter[str], duration: float) -> list[str]:
         "cut": f"word(s) cut at the timeline end ({duration:g} s)",
         "too long": f"word(s) longer than {MAX_CHARS} characters split across lines",
         "out of order": "word(s) out of time order in the transcript, put in order",
+        "overlapping": "word(s) starting before the same speaker's word before ended "
+                       "(their cues may show at once)",
     }
     return [f"transcript: {counts[key]} {message}" for key, message in said.items()
             if counts[key]]
@@ -213,7 +226,7 @@ def _cue(participant: int, name: str, words: Sequence[SpokenWord], first_width: 
     lines = _layout([word.text for word in words], first_width)
     assert lines is not None  # a cue grows only while it fits, and every piece fits a line
     start = words[0].start
-    end = min(max(word.end for word in words), start + MAX_CUE_MS)  # one overlong word
+    end = min(words[-1].end, start + MAX_CUE_MS)  # its last word's end; one overlong word
     return Cue(participant=participant, speaker=name, lines=lines, start=start, end=end)
 
 
