@@ -449,8 +449,9 @@ def _grid_blocker(track: TrackPlan, placed: TrackPlan) -> str | None:
             moved = to_units(edge, placed.rate) / placed.rate - edge
             if abs(moved) > allowed and edge < track.end:
                 return (f"part {slot.part_id} has a frame every {float(1 / placed.rate):.3g} s: "
-                        f"copied on that grid, its slot edge at {float(edge):g} s would move "
-                        f"{float(moved):+.3f} s, more than {float(allowed):g} s")
+                        f"copied on that grid, its slot edge at {float(edge):g} s would fall at "
+                        f"{float(edge + moved):g} s, {float(abs(moved)):.3f} s off (more than the "
+                        f"{float(allowed):.3g} s allowed)")
     return None
 
 

@@ -956,7 +956,7 @@ def test_a_sparse_screenshare_is_encoded_where_copy_would_misplace_it(tmp_path: 
     plan = track([("screen", Fraction(7, 10), Fraction(36, 5))], Fraction(83, 10))
     with pytest.raises(CopyNotPossibleError,
                        match=r"part screen has a frame every [\d.]+ s: .* slot edge at 0\.7 s "
-                             r"would move -0\.700 s, more than 0\.2 s"):
+                             r"would fall at 0 s, 0\.700 s off \(more than the 0\.2 s allowed\)"):
         render(plan, {"screen": part}, tmp_path, "copy")
     rendered = render(plan, {"screen": part}, tmp_path, "auto")
     assert rendered.strategy == "encode"
@@ -1001,7 +1001,7 @@ def test_a_vfr_matroska_part_read_as_ntsc_rate_lasts_the_run(tmp_path: Path) -> 
     (list(range(0, 90, 3)), None),
     (list(range(0, 90, 2)), None),
     ([0, 75, 150], "part a has a frame every 2.5 s: copied on that grid, its slot edge at "
-                   "0.75 s would move -0.750 s, more than 0.2 s"),
+                   "0.75 s would fall at 0 s, 0.750 s off (more than the 0.2 s allowed)"),
 ], ids=["10-fps-edge-half-a-frame-off", "15-fps", "sparse-0.4-fps"])
 def test_copy_places_every_slot_edge_within_a_frame(frames: list[int],
                                                     reason: str | None) -> None:
