@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import dataclasses
 import importlib
 import json
+import logging
 import re
 import threading
 import time
@@ -50,6 +51,7 @@ from .errors import (
     JobsFileError,
     StorageError,
     one_line,
+    stopped_status,
 )
 from .ffmpeg_process import FfmpegSlots
 from .joboptions import OPTION_KEYS, OptionError, with_options
@@ -84,6 +86,8 @@ _STOP_POLL = 0.2  # seconds between checks for Ctrl-C in a recording's thread
 
 Status = Literal["ok", "skipped", "invalid", "failed"]
 T = TypeVar("T")
+
+log = logging.getLogger("assembler")
 
 
 class Row(TypedDict):
@@ -411,14 +415,25 @@ class _Ledger:
 
 
 def _earlier_rows(path: Path) -> list[Row]:
-    """The rows of the `batch.json` at `path` an earlier run wrote; none if it is unreadable,
-    and none that does not have the shape of one."""
+    """The rows of the `batch.json` at `path` an earlier run wrote (none when there is none);
+    a ledger or row not shaped like one is left out, with a warning."""
     try:
         ledger = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("%s cannot be read (%s): this batch's rows replace it", path,
+                    getattr(exc, "strerror", None) or exc)
         return []
     rows = ledger.get("recordings") if isinstance(ledger, dict) else None
-    return [cast(Row, row) for row in rows if _is_row(row)] if isinstance(rows, list) else []
+    if not isinstance(rows, list):
+        log.warning("%s is not a batch ledger: this batch's rows replace it", path)
+        return []
+    kept = [cast(Row, row) for row in rows if _is_row(row)]
+    if len(kept) != len(rows):
+        log.warning("%s: %d row(s) not shaped like a recording's are left out", path,
+                    len(rows) - len(kept))
+    return kept
 
 
 def _is_row(row: object) -> bool:
@@ -432,15 +447,23 @@ def _drain(jobs: Iterator[Job], submit: Callable[[Job], cf.Future[Row]], window:
            ledger: _Ledger) -> None:
     """Keep at most `window` recordings submitted; record each row as it arrives."""
     running: dict[cf.Future[Row], Job] = {}
-    for job in jobs:
-        ledger.forget(job.id, job.line)  # its files are about to change
-        running[submit(job)] = job
-        if ledger.events:
-            ledger.events.recording_started(job)
-        while len(running) >= window:
+    try:
+        for job in jobs:
+            ledger.forget(job.id, job.line)  # its files are about to change
+            running[submit(job)] = job
+            if ledger.events:
+                ledger.events.recording_started(job)
+            while len(running) >= window:
+                _record_done(running, ledger)
+        while running:
             _record_done(running, ledger)
-    while running:
-        _record_done(running, ledger)
+    except KeyboardInterrupt as stop:
+        # What a recording stopped midway left is listed by its own report, if any: its row
+        # says it did not finish, so `verify` checks those files and a rerun makes it again.
+        for job in running.values():
+            ledger.add(_row(job.line, job.id, stopped_status(stop),
+                            "stopped before it finished", 0.0))
+        raise
 
 
 def _record_done(running: dict[cf.Future[Row], Job], ledger: _Ledger) -> None:

@@ -23,11 +23,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 from .errors import (
     EXIT_BAD_INPUT,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_TRACK_FAILED,
     AssemblerError,
     InputError,
     InvalidInputsError,
+    Terminated,
     UsageError,
+    stopped_status,
 )
 from .plan import (
     AUDIO_FORMATS,
@@ -59,8 +62,6 @@ T = TypeVar("T")
 
 log = logging.getLogger("assembler")
 
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-EXIT_TERMINATED = 128 + signal.SIGTERM
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 SOURCE_OPTIONS = ("video_parts", "audio_parts", "participants", "participant_events",
                   "speaker_timeline", "transcript")
@@ -573,12 +574,8 @@ def _print_error(lines: list[str], json_logs: bool) -> None:
             print(f"error: {line}", file=sys.stderr)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would be, so both stop a run the same clean way."""
-
-
 def _terminate(signum: int, frame: object) -> None:
-    raise _Terminated
+    raise Terminated
 
 
 def _quiet_broken_pipe() -> int:
@@ -651,10 +648,10 @@ def _command(args: argparse.Namespace, console: Console) -> int:
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except KeyboardInterrupt as stop:
-        terminated = isinstance(stop, _Terminated)
-        _print_error([f"{'terminated' if terminated else 'interrupted'}; complete parts and "
-                      "tracks are kept"], args.json_logs)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        status = stopped_status(stop)
+        _print_error([f"{'terminated' if status == EXIT_TERMINATED else 'interrupted'}; "
+                      "complete parts and tracks are kept"], args.json_logs)
+        return status
 
 
 def _finished(args: argparse.Namespace, status: int) -> dict[str, object]:

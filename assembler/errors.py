@@ -34,7 +34,9 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_DOWNLOAD_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_TRACK_FAILED",
     "AssemblerError",
     "CopyNotPossibleError",
@@ -54,10 +56,12 @@ __all__ = [
     "RenderError",
     "ReportError",
     "StorageError",
+    "Terminated",
     "TransferError",
     "UsageError",
     "one_line",
     "redact_url",
+    "stopped_status",
     "storage_error",
 ]
 
@@ -65,6 +69,17 @@ __all__ = [
 # Exit statuses of `assembler run` (the contract): every track written; some track or
 # deliverable failed; bad input; a download failed for good.
 EXIT_OK, EXIT_TRACK_FAILED, EXIT_BAD_INPUT, EXIT_DOWNLOAD_FAILED = 0, 1, 2, 3
+# Stopped by Ctrl-C (128 + SIGINT) or by SIGTERM (128 + SIGTERM).
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so both stop a run the same clean way."""
+
+
+def stopped_status(stop: KeyboardInterrupt) -> int:
+    """The exit status of a command `stop` ended: `EXIT_TERMINATED` or `EXIT_INTERRUPTED`."""
+    return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
 
 
 def one_line(error: BaseException) -> str:

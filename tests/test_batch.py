@@ -164,12 +164,14 @@ def test_earlier_rows_give_way_to_this_runs_and_odd_ones_are_dropped(
     assert done.returncode == 0, done.stderr
     assert {key: (row["status"], row["line"]) for key, row in rows(out).items()} == {
         "rec-c": ("ok", 1)}
+    assert done.stderr.splitlines() == [
+        f"warning: {out / 'batch.json'}: 2 row(s) not shaped like a recording's are left out"]
 
 
-def test_a_batch_stopped_mid_recording_keeps_no_row_of_it(
+def test_a_batch_stopped_mid_recording_says_it_did_not_finish(
         served: tuple[MediaServer, dict[str, Manifests]], tmp_path: Path) -> None:
     # rec-d's earlier row says ok; this run has started making it again (its parts are
-    # on their way), so what it says no longer holds: stopped there, it has no row.
+    # on their way), so that no longer holds: its row goes, and stopped there, it is failed.
     server, made = served
     jobs = write_jobs(made["rec-d"].root.parent / "jobs-d.jsonl", server, made, ("rec-d",))
     out = tmp_path / "out"
@@ -199,7 +201,9 @@ def test_a_batch_stopped_mid_recording_keeps_no_row_of_it(
     finally:
         release()
     assert process.returncode == 130, stderr
-    assert rows(out) == {}
+    row = rows(out)["rec-d"]
+    assert (row["status"], row["exit"], row["error"]) == (
+        "failed", 130, "stopped before it finished")
 
 
 @pytest.mark.parametrize("content", [None, b'{"id": "caf\xe9"}\n'], ids=["missing", "latin-1"])
