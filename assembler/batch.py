@@ -460,21 +460,26 @@ def _drain(jobs: Iterator[Job], submit: Callable[[Job], cf.Future[Row]], window:
     except KeyboardInterrupt as stop:
         # What a recording stopped midway left is listed by its own report, if any: its row
         # says it did not finish, so `verify` checks those files and a rerun makes it again.
-        for job in running.values():
-            ledger.add(_row(job.line, job.id, stopped_status(stop),
-                            "stopped before it finished", 0.0))
+        for future, job in running.items():
+            ledger.add(_finished_row(future, job) if future.done() and not future.cancelled()
+                       else _row(job.line, job.id, stopped_status(stop),
+                                 "stopped before it finished", 0.0))
         raise
 
 
 def _record_done(running: dict[cf.Future[Row], Job], ledger: _Ledger) -> None:
-    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+    done: set[cf.Future[Row]] = set()
+    while not done:  # in short waits: a signal landing as a wait begins is handled at once
+        done, _ = cf.wait(running, timeout=_STOP_POLL, return_when=cf.FIRST_COMPLETED)
     for future in done:
-        job = running.pop(future)
-        try:
-            row = future.result()
-        except Exception as exc:  # the task never ran or its worker died (KilledWorker)
-            row = _row(job.line, job.id, EXIT_TRACK_FAILED, one_line(exc), 0.0)
-        ledger.add(row)
+        ledger.add(_finished_row(future, running.pop(future)))
+
+
+def _finished_row(future: cf.Future[Row], job: Job) -> Row:
+    try:
+        return future.result()
+    except Exception as exc:  # the task never ran or its worker died (KilledWorker)
+        return _row(job.line, job.id, EXIT_TRACK_FAILED, one_line(exc), 0.0)
 
 
 def _run_local(jobs: Iterator[Job], root: Path, options: RunOptions, download_only: bool,
