@@ -56,7 +56,7 @@ from ._copy_layout import (
     spare_parameter_set_ids,
 )
 from ._copy_probe import probe_parts, timescale_args
-from ._mp4 import align_timecode, media_seconds, read_avcc, replace_avcc
+from ._mp4 import align_timecode, media_seconds, read_avcc, replace_avcc, shown_seconds
 from ._stamp import timecode_args
 from .errors import CopyNotPossibleError
 from .ffmpeg_process import FfmpegSlots, file_arg, run_ffmpeg, setts_sets_duration
@@ -269,21 +269,29 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
 
 
 def _check_length(output: Path, end: Fraction, rate: Fraction, *, exact: bool) -> None:
-    """Raise `CopyNotPossibleError` when the samples of `output` end before `end` (seconds):
-    by more than a millisecond when `exact` (its end was set), else by more than a frame.
+    """Raise `CopyNotPossibleError` unless the video of `output` lasts `end` seconds: its
+    samples (`mdhd`) to within a frame, and when `exact` (its end was set) to within a
+    millisecond, as is its edit list, what players show.
 
     The concat demuxer ends the whole track, silently, at a part it cannot read to its
-    end (a file cut short under an index that promises more); and a variable frame rate
+    end (a file cut short under an index that promises more); a variable frame rate
     near the end can leave the last packet decoded too early for its duration to reach
-    `end` without the frame it shows running past it. (Samples may run longer than `end`
-    by the B-frame delay, which the edit list takes back.)
+    `end` without its frame running past it; and a coarse time scale (1/25 s) cannot
+    hold `end` at all. (Samples may run longer than `end` by the B-frame delay, which
+    the edit list takes back.)
     """
     written = media_seconds(output)
-    if written is None or written < end - (Fraction(1, 1000) if exact else 1 / rate):
-        shown = "none" if written is None else f"{float(written):.3f} s"
-        raise CopyNotPossibleError(f"the copy's samples end at {shown}, not {float(end):g} s: a"
+    shown = shown_seconds(output) if exact else end
+    slack = Fraction(1, 1000) if exact else 1 / rate
+    if written is None or written < end - slack:
+        held = "none" if written is None else f"{float(written):.3f} s"
+        raise CopyNotPossibleError(f"the copy's samples end at {held}, not {float(end):g} s: a"
                                    " part could not be read to its end, or its last frames'"
                                    " timestamps cannot end there")
+    if shown is None or abs(shown - end) > slack:
+        held = "nothing" if shown is None else f"{float(shown):.3f} s"
+        raise CopyNotPossibleError(f"the copy shows {held}, not {float(end):g} s: its time "
+                                   "scale cannot end it there")
 
 
 def _encode_tails(layout: Sequence[Piece], spec: BlackSpec, spare_ids: Iterator[int],

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from .errors import CopyNotPossibleError
 
-__all__ = ["align_timecode", "media_seconds", "read_avcc", "replace_avcc"]
+__all__ = ["align_timecode", "media_seconds", "read_avcc", "replace_avcc", "shown_seconds"]
 
 
 def media_seconds(path: Path) -> Fraction | None:
@@ -36,6 +36,21 @@ def media_seconds(path: Path) -> Fraction | None:
     scale, length = (struct.unpack_from(">IQ", header, 20) if wide
                      else struct.unpack_from(">II", header, 12))
     return Fraction(length, scale) if scale else None
+
+
+def shown_seconds(path: Path) -> Fraction | None:
+    """How long the first video track of the MP4 at `path` is shown: its edit list's span
+    (what players present; ISO/IEC 14496-12 8.6.6), else its `mdhd`; None if not found."""
+    with path.open("rb") as source:
+        size = path.stat().st_size
+        movie = _boxes(source, 0, size, [b"moov", b"mvhd"])
+        elst = _boxes(source, 0, size, [*_VIDEO_TRACK, b"edts", b"elst"])
+        if movie is None or elst is None:
+            return media_seconds(path)
+        header = _body(source, movie[-1])
+        scale = struct.unpack_from(">I", header, 20 if header[0] == 1 else 12)[0]
+        span = sum(duration for duration, _ in _edits(source, elst[-1]))
+    return Fraction(span, scale) if scale else None
 
 
 def replace_avcc(path: Path, record: bytes) -> None:

@@ -937,6 +937,22 @@ def test_b_frames_with_a_frame_rate_dip_at_the_end_are_encoded_to_end_exactly(
     assert (stated.shown, stated.media, stated.track) == (4.0, 4.0, 4.0)
 
 
+def test_a_time_scale_too_coarse_for_the_end_is_encoded_to_end_exactly(tmp_path: Path) -> None:
+    # Ticks of 1/25 s cannot hold 3.87 s: the copy's edit list would say 3.88 s.
+    part = tmp_path / "coarse.mp4"
+    ffmpeg(["-y", "-f", "lavfi", "-i", "testsrc=s=160x120:r=25:d=4", "-c:v", "libx264",
+            "-preset", "medium", "-pix_fmt", "yuv420p", "-video_track_timescale", "25",
+            file_arg(part)])
+    plan = track([("coarse", Fraction(0), Fraction(4))], Fraction(387, 100), Fraction(25))
+    with pytest.raises(CopyNotPossibleError, match=r"the copy shows 3\.880 s, not 3\.87 s"):
+        render(plan, {"coarse": part}, tmp_path, "copy")
+    rendered = render(plan, {"coarse": part}, tmp_path, "auto")
+    assert rendered.strategy == "encode"
+    stated = mp4_durations(rendered.path)
+    for read in (stated.movie, stated.track, stated.shown, stated.media):
+        assert abs(read - 3.87) < 0.001, stated
+
+
 def make_sparse_screenshare(path: Path, times: tuple[float, ...], colour: str) -> Path:
     """A static screen as scrcpy or PrismCast send it: an H.264 frame every few seconds."""
     red, green, blue = rgb(colour)
