@@ -165,12 +165,14 @@ def test_a_cue_ends_at_its_last_words_end_even_when_an_earlier_word_runs_on() ->
                         "ended (their cues may show at once)"]
 
 
-def test_a_word_shorter_in_ms_than_its_pieces_never_makes_an_empty_cue() -> None:
-    documents = Documents(transcript=(_entry(1, [("y" * 200, 1.0, 1.002)]),))
+def test_no_cue_lasts_0_ms_even_from_words_that_do() -> None:
+    # A zero-length word, and a word split into more pieces than it lasts milliseconds.
+    documents = Documents(transcript=(_entry(1, [("y" * 200, 1.0, 1.002)]),
+                                      _entry(2, [("z" * 60, 2.0, 2.0)])))
     words, _ = transcript_words(documents, Fraction(9))
     cues = build_cues(words, NAMES, prefix=False)
-    assert "".join("".join(cue.lines) for cue in cues) == "y" * 200
-    assert all((cue.start, cue.end) == (1000, 1002) for cue in cues)
+    assert "".join("".join(cue.lines) for cue in cues) == "y" * 200 + "z" * 60
+    assert all(cue.end > cue.start for cue in cues), cues
 
 
 def test_a_word_across_the_recording_start_is_clipped_at_0_without_a_warning() -> None:
@@ -205,9 +207,8 @@ def _tokens(words: Sequence[SpokenWord], width: int) -> list[SpokenWord]:
     tokens: list[SpokenWord] = []
     for word in words:
         span, total = word.end - word.start, len(word.text)
-        if total <= width or span < -(-total // width):
-            tokens.extend(SpokenWord(word.participant, word.text[index:index + width],
-                                     word.start, word.end) for index in range(0, total, width))
+        if total <= width:
+            tokens.append(word)
             continue
         tokens.extend(SpokenWord(word.participant, word.text[index:index + width],
                                  word.start + span * index // total,
@@ -235,7 +236,7 @@ def _check_cues(starts: list[int], ends: list[int], speakers: list[str], lines: 
         taken[speaker] += len(tokens)
         assert [word.text for word in cue_words] == tokens  # in order, none lost or doubled
         assert start == cue_words[0].start
-        assert end == min(cue_words[-1].end, start + MAX_CUE_MS)
+        assert end == max(min(cue_words[-1].end, start + MAX_CUE_MS), start + 1)
         for before, after in itertools.pairwise(cue_words):
             assert after.start - before.end <= PAUSE_MS
             assert before.text[-1] not in ".?!"

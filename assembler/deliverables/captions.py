@@ -9,7 +9,7 @@ practice for the pause and punctuation breaks):
 - at most 2 lines of at most `MAX_CHARS` characters (SRT's
   `Name: ` prefix counts; WebVTT's `<v Name>` span is markup and does not);
 - at most `MAX_CUE_MS` long; it runs from its first word's start to its last
-  word's end;
+  word's end (at least 1 ms);
 - a cue ends after a word ending a sentence, before a pause longer than
   `PAUSE_MS`, or before a word that would break a limit; two lines are
   split where their lengths are closest.
@@ -174,18 +174,16 @@ def build_cues(words: Sequence[SpokenWord], names: dict[int, str], *, prefix: bo
 def _pieces(words: Sequence[SpokenWord], width: int) -> list[SpokenWord]:
     """Words as tokens of at most `width` characters: a longer token is cut into pieces (no
     line could hold it whole), and a word's time is shared by its pieces by characters,
-    so pieces that land in two cues do not show at once (unless it lasts fewer
-    milliseconds than it has pieces: then each keeps its times, never lasting 0 ms)."""
+    so pieces that land in two cues do not show at once."""
     pieces: list[SpokenWord] = []
     for word in words:
         cuts = [(offset + index, offset + min(index + width, len(token)))
                 for offset, token in _tokens_at(word.text)
                 for index in range(0, len(token), width)]
-        span, total = word.end - word.start, len(word.text)
-        if len(cuts) == 1 or span < len(cuts):  # too short to give each piece a millisecond
-            pieces.extend(SpokenWord(word.participant, word.text[first:last], word.start,
-                                     word.end) for first, last in cuts)
+        if len(cuts) == 1:
+            pieces.append(word)
             continue
+        span, total = word.end - word.start, len(word.text)
         pieces.extend(SpokenWord(word.participant, word.text[first:last],
                                  word.start + span * first // total,
                                  word.start + span * last // total) for first, last in cuts)
@@ -226,7 +224,9 @@ def _cue(participant: int, name: str, words: Sequence[SpokenWord], first_width: 
     lines = _layout([word.text for word in words], first_width)
     assert lines is not None  # a cue grows only while it fits, and every piece fits a line
     start = words[0].start
-    end = min(words[-1].end, start + MAX_CUE_MS)  # its last word's end; one overlong word
+    # Its last word's end; one overlong word is cut; a word of 0 ms still shows for 1 ms
+    # (WebVTT wants a cue to end after it starts).
+    end = max(min(words[-1].end, start + MAX_CUE_MS), start + 1)
     return Cue(participant=participant, speaker=name, lines=lines, start=start, end=end)
 
 
