@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -233,6 +234,10 @@ def stop_all() -> None:
             process.kill()
 
 
+def _ignores_ctrl_c() -> bool:
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 def _follow_progress(process: subprocess.Popen[bytes], progress: Progress) -> bytes:
     """Feed `-progress pipe:1` lines to `progress` while another thread drains stderr."""
     assert process.stdout is not None
@@ -255,7 +260,12 @@ def _run(args: list[str], *, check: bool, progress: Progress | None = None
     argv = [ffmpeg_binary(), "-hide_banner", "-nostdin",
             *(["-progress", "pipe:1"] if progress else []), *args]
     log.debug("running %s", shlex.join(argv))
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+    # A process ignoring Ctrl-C (a script's background job) keeps ffmpeg out of its
+    # process group: ffmpeg sets its own SIGINT handler, so a Ctrl-C meant for others would
+    # stop it and fail the track. Otherwise ffmpeg shares the group, so a `kill` of it
+    # (or of a stopped run's orphans) reaches ffmpeg too.
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          start_new_session=_ignores_ctrl_c()) as process:
         with _running_lock:
             _running.add(process)
         try:

@@ -279,6 +279,34 @@ def start_long_render(tmp_path: Path, server: MediaServer, manifests: Manifests,
     return process, command
 
 
+def test_a_run_ignoring_ctrl_c_is_not_stopped_by_one_sent_to_its_group(
+        tmp_path: Path, process_groups: list[int]) -> None:
+    # `assembler run ... &` in a script ignores SIGINT; a Ctrl-C to the process group
+    # must not reach its ffmpeg either, which would fail the track.
+    build = RecordingBuilder(tmp_path / "www")
+    build.video_part(1, "Ada", 0.0, 2.0, colour="red", size=(64, 48), fps=10)
+    out = tmp_path / "out"
+    with serve_directory(build.root) as server:
+        manifests = build.write(server.base_url)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assembler", "run", "--out", str(out), "--quiet",
+             "--video-parts", str(manifests.video_parts), "--duration", "120", "--fps", "60",
+             "--video-strategy", "encode"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        process_groups.append(process.pid)
+        track_dir = out / "participants/1-ada"
+        for _ in range(6000):  # a guard against a hang, not a timing: 60 s
+            if list(track_dir.glob(".*.rendering")) or process.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert list(track_dir.glob(".*.rendering")), "render never started"
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert media_info(track_dir / "webcam.mp4").frames == 120 * 60
+
+
 @pytest.fixture
 def one_webcam_part(tmp_path: Path) -> Iterator[tuple[MediaServer, Manifests]]:
     build = RecordingBuilder(tmp_path / "www")
