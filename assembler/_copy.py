@@ -56,7 +56,14 @@ from ._copy_layout import (
     spare_parameter_set_ids,
 )
 from ._copy_probe import probe_parts, timescale_args
-from ._mp4 import align_timecode, media_seconds, read_avcc, replace_avcc, shown_seconds
+from ._mp4 import (
+    align_timecode,
+    has_timecode,
+    media_seconds,
+    read_avcc,
+    replace_avcc,
+    shown_seconds,
+)
 from ._stamp import timecode_args
 from .errors import CopyNotPossibleError
 from .ffmpeg_process import FfmpegSlots, file_arg, run_ffmpeg, setts_sets_duration
@@ -265,6 +272,9 @@ def copy_track(track: TrackPlan, parts: Mapping[str, Path], infos: Mapping[str, 
             replace_avcc(output, shared)
         align_timecode(output)
     _check_length(output, layout.track.end, spec.rate, exact=bool(ending))
+    if not has_timecode(output):  # ffmpeg leaves it out, with a warning, below 0.5 fps
+        raise CopyNotPossibleError(f"its frames come too seldom ({float(spec.rate):.3g} a "
+                                   "second) for the copy to carry a timecode track")
     return layout.track
 
 

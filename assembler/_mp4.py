@@ -16,7 +16,8 @@ from typing import BinaryIO
 
 from .errors import CopyNotPossibleError
 
-__all__ = ["align_timecode", "media_seconds", "read_avcc", "replace_avcc", "shown_seconds"]
+__all__ = ["align_timecode", "has_timecode", "media_seconds", "read_avcc", "replace_avcc",
+           "shown_seconds"]
 
 
 def media_seconds(path: Path) -> Fraction | None:
@@ -36,6 +37,12 @@ def media_seconds(path: Path) -> Fraction | None:
     scale, length = (struct.unpack_from(">IQ", header, 20) if wide
                      else struct.unpack_from(">II", header, 12))
     return Fraction(length, scale) if scale else None
+
+
+def has_timecode(path: Path) -> bool:
+    """Whether the MP4 at `path` has a timecode (`tmcd`) track (QuickTime File Format)."""
+    with path.open("rb") as source:
+        return _boxes(source, 0, path.stat().st_size, _TIMECODE_TRACK) is not None
 
 
 def shown_seconds(path: Path) -> Fraction | None:

@@ -45,7 +45,7 @@ from assembler._copy_layout import (
     surveyed_h264,
 )
 from assembler._copy_probe import probe_parts
-from assembler._mp4 import align_timecode, media_seconds, read_avcc, replace_avcc
+from assembler._mp4 import align_timecode, has_timecode, media_seconds, read_avcc, replace_avcc
 from assembler.errors import CopyNotPossibleError
 from assembler.ffmpeg_process import FfmpegSlots, file_arg
 from assembler.media import (
@@ -980,6 +980,20 @@ def test_a_sparse_screenshare_is_encoded_where_copy_would_misplace_it(tmp_path: 
     assert rendered.reason.startswith("part screen has a frame every")
     assert_placed(rendered, {"screen": "green"}, short=frozenset({"screen"}))  # media: 6 s
     assert abs(mp4_durations(rendered.path).shown - 8.3) < 0.001
+
+
+def test_a_screenshare_too_sparse_for_a_timecode_is_encoded_with_one(tmp_path: Path) -> None:
+    # A frame every 3 s, slot on its grid: copy would place it, but ffmpeg gives a stream
+    # of under 0.5 frames a second no timecode track, which every video track carries.
+    part = make_sparse_screenshare(tmp_path / "screen.mp4", (0.0, 3.0, 6.0), "green")
+    plan = track([("screen", Fraction(0), Fraction(9))], Fraction(9))
+    with pytest.raises(CopyNotPossibleError, match=r"too seldom \(0\.333 a second\) for the "
+                                                   r"copy to carry a timecode track"):
+        render(plan, {"screen": part}, tmp_path, "copy")
+    rendered = render(plan, {"screen": part}, tmp_path, "auto")
+    assert rendered.strategy == "encode"
+    assert has_timecode(rendered.path)
+    assert_placed(rendered, {"screen": "green"}, short=frozenset({"screen"}))  # media: 7 s
 
 
 def test_b_frames_in_matroska_are_refused_for_their_millisecond_timestamps(
