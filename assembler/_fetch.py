@@ -146,7 +146,7 @@ async def _fetch_part_once(run: _Run, target: Target, part: PartFile) -> Body:
         with translated(target):
             async with run.session.get(target.url, headers=part.request_headers(offset)) as resp:
                 await check_status(resp, target)
-                refuse_encoded(target, resp.headers.get("Content-Encoding"))
+                refuse_encoded(target, ", ".join(resp.headers.getall("Content-Encoding", [])))
                 start = _body_start(resp, target, part, offset)
                 if start is None:
                     return Body(part, fresh=False)  # `.part` is whole: publish it as it is
