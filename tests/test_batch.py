@@ -145,21 +145,29 @@ def test_batch_isolates_failures_and_skips_finished_recordings_on_rerun(
     assert {key: row["status"] for key, row in rows(out).items()} == {"rec-a": "skipped"}
 
 
+def batch_over_a_ledger(served: tuple[MediaServer, dict[str, Manifests]], name: str,
+                        out: Path, recordings: list[dict[str, Any]]
+                        ) -> tuple[MediaServer, Manifests, Path]:
+    """A jobs file of recording `name` alone, and `out/batch.json` as an earlier batch left
+    it with `recordings`; returns the server, the recording and the jobs file."""
+    server, made = served
+    jobs = write_jobs(made[name].root.parent / f"jobs-{name}.jsonl", server, made, (name,))
+    out.mkdir()
+    (out / "batch.json").write_text(json.dumps({"version": 1, "recordings": recordings}))
+    return server, made[name], jobs
+
+
 def test_earlier_rows_give_way_to_this_runs_and_odd_ones_are_dropped(
         served: tuple[MediaServer, dict[str, Manifests]], tmp_path: Path) -> None:
     # rec-c was invalid before (its manifest since fixed): its new row replaces that one,
     # whatever status and line each has. A row not shaped like one, or of a recording the
     # jobs file no longer has, is dropped; neither stops the batch.
-    server, made = served
-    jobs = write_jobs(made["rec-c"].root.parent / "jobs-c.jsonl", server, made, ("rec-c",))
     out = tmp_path / "out"
-    out.mkdir()
-    earlier = [{"id": "gone", "line": 1, "status": "ok", "exit": 0, "seconds": 1.0,
-                "worker": None},
-               {"id": "rec-c", "line": 2, "status": "invalid", "exit": 2, "seconds": 0.0,
-                "worker": None, "error": "line 2: duration: must be >= 0"},
-               {"line": 3, "status": "ok"}, {"id": ["x"], "line": 4, "status": "ok"}]
-    (out / "batch.json").write_text(json.dumps({"version": 1, "recordings": earlier}))
+    _, _, jobs = batch_over_a_ledger(served, "rec-c", out, [
+        {"id": "gone", "line": 1, "status": "ok", "exit": 0, "seconds": 1.0, "worker": None},
+        {"id": "rec-c", "line": 2, "status": "invalid", "exit": 2, "seconds": 0.0,
+         "worker": None, "error": "line 2: duration: must be >= 0"},
+        {"line": 3, "status": "ok"}, {"id": ["x"], "line": 4, "status": "ok"}])
     done = run_batch(jobs, out, "--quiet")
     assert done.returncode == 0, done.stderr
     assert {key: (row["status"], row["line"]) for key, row in rows(out).items()} == {
@@ -172,14 +180,10 @@ def test_a_batch_stopped_mid_recording_says_it_did_not_finish(
         served: tuple[MediaServer, dict[str, Manifests]], tmp_path: Path) -> None:
     # rec-d's earlier row says ok; this run has started making it again (its parts are
     # on their way), so that no longer holds: its row goes, and stopped there, it is failed.
-    server, made = served
-    jobs = write_jobs(made["rec-d"].root.parent / "jobs-d.jsonl", server, made, ("rec-d",))
     out = tmp_path / "out"
-    out.mkdir()
-    earlier = {"id": "rec-d", "line": 1, "status": "ok", "exit": 0, "seconds": 1.0,
-               "worker": None}
-    (out / "batch.json").write_text(json.dumps({"version": 1, "recordings": [earlier]}))
-    held = f"/rec-d/parts/{made['rec-d'].expected[0].file}"
+    server, made, jobs = batch_over_a_ledger(served, "rec-d", out, [
+        {"id": "rec-d", "line": 1, "status": "ok", "exit": 0, "seconds": 1.0, "worker": None}])
+    held = f"/rec-d/parts/{made.expected[0].file}"
     release = server.hold(held)
     try:
         process = subprocess.Popen([sys.executable, "-m", "assembler", "batch", str(jobs),
