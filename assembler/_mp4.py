@@ -56,7 +56,7 @@ def shown_seconds(path: Path) -> Fraction | None:
             return media_seconds(path)
         header = _body(source, movie[-1])
         scale = struct.unpack_from(">I", header, 20 if header[0] == 1 else 12)[0]
-        span = sum(duration for duration, _ in _edits(source, elst[-1]))
+        span = _edit_span(source, elst[-1])
     return Fraction(span, scale) if scale else None
 
 
@@ -109,7 +109,7 @@ def align_timecode(path: Path) -> None:
         timecode = _boxes(file, 0, size, [*_TIMECODE_TRACK, b"edts", b"elst"])
         if video is None or timecode is None:
             return
-        shown = sum(span for span, _ in _edits(file, video[-1]))
+        shown = _edit_span(file, video[-1])
         edits = _edits(file, timecode[-1])
         if len(edits) != 1 or edits[0][0] == shown:
             return
@@ -126,6 +126,11 @@ def _edits(source: BinaryIO, elst: _Box) -> list[tuple[int, int]]:
     step = 20 if wide else 12
     return [struct.unpack_from(">Qq" if wide else ">Ii", body, 8 + index * step)
             for index in range(count)]
+
+
+def _edit_span(source: BinaryIO, elst: _Box) -> int:
+    """The time an `elst` box presents, in the movie's time scale: its entries' durations."""
+    return sum(duration for duration, _ in _edits(source, elst))
 
 
 def read_avcc(path: Path) -> bytes:
