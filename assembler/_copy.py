@@ -291,13 +291,15 @@ def _check_length(output: Path, end: Fraction, rate: Fraction, *, exact: bool) -
     the edit list takes back.)
     """
     written = media_seconds(output)
-    shown = shown_seconds(output) if exact else end
     slack = Fraction(1, 1000) if exact else 1 / rate
     if written is None or written < end - slack:
         held = "none" if written is None else f"{float(written):.3f} s"
         raise CopyNotPossibleError(f"the copy's samples end at {held}, not {float(end):g} s: a"
                                    " part could not be read to its end, or its last frames'"
                                    " timestamps cannot end there")
+    if not exact:  # its edit list ends on its last frame's end, not on `end`
+        return
+    shown = shown_seconds(output)
     if shown is None or abs(shown - end) > slack:
         held = "nothing" if shown is None else f"{float(shown):.3f} s"
         raise CopyNotPossibleError(f"the copy shows {held}, not {float(end):g} s: its time "
