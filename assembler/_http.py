@@ -246,7 +246,7 @@ def refuse_page(target: Target, content_type: str, head: bytes) -> None:
                             "or JSON document instead of media")
 
 
-def refuse_encoded(target: Target, encoding: str | None) -> None:
+def refuse_encoded(target: Target, encoding: str) -> None:
     """Raise NotMediaError when the body comes content-encoded (`Content-Encoding: gzip`).
 
     Asked for as it is (`Accept-Encoding: identity`, see `open_session`), a server may
@@ -255,7 +255,7 @@ def refuse_encoded(target: Target, encoding: str | None) -> None:
     Values naming no coding, which object metadata sometimes holds (`binary`, `none`),
     are let through: the body is then the object's bytes.
     """
-    codings = {coding.strip().lower() for coding in (encoding or "").split(",")}
+    codings = {coding.strip().lower() for coding in encoding.split(",")}
     if codings & _CONTENT_CODINGS:
         raise NotMediaError(target.part_id, f"{target.label}: the server sent the body "
                             f"encoded (Content-Encoding: {encoding}), not the media itself "
